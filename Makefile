@@ -1,0 +1,54 @@
+# Two commands do everything on a fresh machine:
+#   make demo   build, install and run the Tiny Shakespeare demo on CPU
+#   make test   build, install and run every test (cargo test + pytest)
+# Both create the virtual environment $(VENV), install the dependencies from PyPI,
+# build the wheel with maturin and install that wheel (tests import the installed package).
+
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+WHEEL_DIR := target/wheels
+PYTEST_ARGS ?=
+
+.PHONY: demo test wheel install install-test bench lint clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+wheel: $(PY)
+	$(PY) -m pip install --quiet "maturin>=1.8,<2"
+	rm -rf $(WHEEL_DIR)
+	$(VENV)/bin/maturin build --release --quiet -o $(WHEEL_DIR)
+
+# Installs the dependencies (with the given extras), then the freshly built wheel itself.
+define install_wheel
+	$(PY) -m pip install --quiet "$$(ls $(WHEEL_DIR)/smallgpt-*.whl)$(1)"
+	$(PY) -m pip install --quiet --force-reinstall --no-deps $(WHEEL_DIR)/smallgpt-*.whl
+endef
+
+install: wheel
+	$(call install_wheel,[plot])
+
+install-test: wheel
+	$(call install_wheel,[test])
+
+demo: install
+	$(PY) -m smallgpt.demo
+
+test: install-test
+	cargo test --quiet -p rust_bpe
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: install-test
+	$(PY) -m pip install --quiet "$$(ls $(WHEEL_DIR)/smallgpt-*.whl)[bench]" || true
+	$(PY) -m pytest benches --benchmark
+
+lint: $(PY)
+	$(PY) -m pip install --quiet ruff
+	$(VENV)/bin/ruff check python tests benches
+	cargo fmt --check
+	cargo clippy --quiet -p rust_bpe --all-targets -- -D warnings
+
+clean:
+	rm -rf $(VENV) $(WHEEL_DIR) runs

@@ -1,0 +1,53 @@
+"""smallgpt: from raw text to a trained small GPT.
+
+Importing the package is cheap: the names below are loaded from their modules on first use,
+so `import smallgpt` does not pull in torch until a model-side name is touched.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from smallgpt import _bpe
+
+__version__: str = _bpe.__version__
+
+# public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    "Tokenizer": "smallgpt.tokenizer",
+    "SimpleTokenizer": "smallgpt.tokenizer",
+    "StreamDecoder": "smallgpt.tokenizer",
+    "ModelConfig": "smallgpt.model",
+    "SmallGPT": "smallgpt.model",
+    "TextDataset": "smallgpt.data",
+    "TokenShardDataset": "smallgpt.data",
+    "generate": "smallgpt.generate",
+    "generate_text": "smallgpt.generate",
+    "top_k_sampling": "smallgpt.generate",
+    "top_p_sampling": "smallgpt.generate",
+    "get_cosine_schedule_with_warmup": "smallgpt.schedule",
+    "save_checkpoint": "smallgpt.checkpoint",
+    "compute_perplexity": "smallgpt.evaluate",
+    "compute_bleu_score": "smallgpt.evaluate",
+    "forward_pass": "smallgpt.guide",
+    "compute_loss": "smallgpt.guide",
+    "training_step": "smallgpt.guide",
+    "log_training_metrics": "smallgpt.guide",
+    "validate_model": "smallgpt.guide",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'smallgpt' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
