@@ -1,0 +1,347 @@
+//! Pre-tokenization: splitting text into the pieces that BPE encodes independently.
+//!
+//! A hand-written scanner reproduces Python `regex.findall(pattern, text)` exactly for the GPT-2
+//! and cl100k (GPT-4) split patterns. Each pattern is an ordered alternation: at each position the
+//! first alternative that matches wins, so the scanner tests the alternatives in the same order.
+//! Character classes come from `char_classes.rs`, generated from the `regex` module itself.
+
+use crate::char_classes::{BLOCKS, BLOCK_INDEX, BLOCK_SHIFT};
+
+/// A pre-tokenization pattern.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Pattern {
+    /// GPT-2's pattern.
+    Gpt2,
+    /// cl100k_base's (GPT-4's) pattern.
+    Cl100k,
+    /// No pre-tokenization: the whole text is one piece.
+    Whole,
+}
+
+const GPT2_REGEX: &str =
+    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
+const CL100K_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+impl Pattern {
+    /// Parses a pattern name: "gpt2", "cl100k" or "none".
+    pub fn from_name(name: &str) -> Result<Pattern, String> {
+        match name {
+            "gpt2" => Ok(Pattern::Gpt2),
+            "cl100k" => Ok(Pattern::Cl100k),
+            "none" => Ok(Pattern::Whole),
+            other => Err(format!(
+                "unknown pre-tokenization pattern {other:?}; expected \"gpt2\", \"cl100k\" or \"none\""
+            )),
+        }
+    }
+
+    /// The name `from_name` accepts for this pattern.
+    pub fn name(self) -> &'static str {
+        match self {
+            Pattern::Gpt2 => "gpt2",
+            Pattern::Cl100k => "cl100k",
+            Pattern::Whole => "none",
+        }
+    }
+
+    /// The regular expression this pattern splits exactly like ("" for `Whole`).
+    pub fn regex(self) -> &'static str {
+        match self {
+            Pattern::Gpt2 => GPT2_REGEX,
+            Pattern::Cl100k => CL100K_REGEX,
+            Pattern::Whole => "",
+        }
+    }
+}
+
+/// Character classes of the patterns: `\p{L}`, `\p{N}`, `\s`, and everything else.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Class {
+    Other = 0,
+    Letter = 1,
+    Number = 2,
+    Space = 3,
+}
+
+const CLASSES: [Class; 4] = [Class::Other, Class::Letter, Class::Number, Class::Space];
+
+#[inline(always)]
+fn class_of(cp: u32) -> Class {
+    let block = BLOCK_INDEX[(cp >> BLOCK_SHIFT) as usize] as usize;
+    let low = cp & ((1 << BLOCK_SHIFT) - 1);
+    let byte = BLOCKS[block][(low >> 2) as usize];
+    CLASSES[((byte >> ((low & 3) * 2)) & 3) as usize]
+}
+
+/// The code point starting at byte `i` of valid UTF-8, and its length in bytes.
+#[inline(always)]
+fn decode(b: &[u8], i: usize) -> (u32, usize) {
+    let b0 = b[i] as u32;
+    if b0 < 0x80 {
+        (b0, 1)
+    } else if b0 < 0xE0 {
+        (((b0 & 0x1F) << 6) | (b[i + 1] as u32 & 0x3F), 2)
+    } else if b0 < 0xF0 {
+        let cp = ((b0 & 0x0F) << 12) | ((b[i + 1] as u32 & 0x3F) << 6) | (b[i + 2] as u32 & 0x3F);
+        (cp, 3)
+    } else {
+        let cp = ((b0 & 0x07) << 18)
+            | ((b[i + 1] as u32 & 0x3F) << 12)
+            | ((b[i + 2] as u32 & 0x3F) << 6)
+            | (b[i + 3] as u32 & 0x3F);
+        (cp, 4)
+    }
+}
+
+/// The class and byte length of the character at byte `i`.
+#[inline(always)]
+fn char_at(b: &[u8], i: usize) -> (Class, usize) {
+    let (cp, len) = decode(b, i);
+    (class_of(cp), len)
+}
+
+/// The class of the character at byte `i`, or None at the end of the text.
+#[inline(always)]
+fn class_at(b: &[u8], i: usize) -> Option<Class> {
+    (i < b.len()).then(|| char_at(b, i).0)
+}
+
+/// End of the run of characters of class `class` starting at byte `i`.
+#[inline(always)]
+fn run_end(b: &[u8], mut i: usize, class: Class) -> usize {
+    while i < b.len() {
+        let (c, len) = char_at(b, i);
+        if c != class {
+            break;
+        }
+        i += len;
+    }
+    i
+}
+
+/// End of at most three `\p{N}` characters starting at byte `i` (cl100k's `\p{N}{1,3}`).
+#[inline(always)]
+fn number_end_max3(b: &[u8], mut i: usize) -> usize {
+    for _ in 0..3 {
+        match (i < b.len()).then(|| char_at(b, i)) {
+            Some((Class::Number, len)) => i += len,
+            _ => break,
+        }
+    }
+    i
+}
+
+/// Skips `[\r\n]*` from byte `i`.
+#[inline(always)]
+fn newlines_end(b: &[u8], mut i: usize) -> usize {
+    while i < b.len() && (b[i] == b'\r' || b[i] == b'\n') {
+        i += 1;
+    }
+    i
+}
+
+/// Length of the contraction (`'s|'t|'re|'ve|'m|'ll|'d`) at byte `i`, which holds an apostrophe.
+/// With `fold`, letters match case-insensitively as `regex`'s `(?i)` does: simple case folding,
+/// under which 's' also matches U+017F LATIN SMALL LETTER LONG S.
+#[inline(always)]
+fn contraction_len(b: &[u8], i: usize, fold: bool) -> Option<usize> {
+    let rest = &b[i + 1..];
+    let first = *rest.first()?;
+    let lower = |x: u8| if fold { x.to_ascii_lowercase() } else { x };
+    match lower(first) {
+        b's' | b't' | b'm' | b'd' => Some(2),
+        b'r' | b'v' => (rest.get(1).map(|&x| lower(x)) == Some(b'e')).then_some(3),
+        b'l' => (rest.get(1).map(|&x| lower(x)) == Some(b'l')).then_some(3),
+        0xC5 if fold && rest.get(1) == Some(&0xBF) => Some(3),
+        _ => None,
+    }
+}
+
+/// For a whitespace run starting at byte `start`: its end, the start of its last character, its
+/// length in characters (capped at 2), and the end of its last '\r' or '\n' if any.
+struct SpaceRun {
+    end: usize,
+    last_start: usize,
+    several: bool,
+    last_newline_end: Option<usize>,
+}
+
+#[inline(always)]
+fn space_run(b: &[u8], start: usize) -> SpaceRun {
+    let mut i = start;
+    let mut last_start = start;
+    let mut last_newline_end = None;
+    while i < b.len() {
+        let (c, len) = char_at(b, i);
+        if c != Class::Space {
+            break;
+        }
+        if b[i] == b'\n' || b[i] == b'\r' {
+            last_newline_end = Some(i + 1);
+        }
+        last_start = i;
+        i += len;
+    }
+    SpaceRun {
+        end: i,
+        last_start,
+        several: last_start > start,
+        last_newline_end,
+    }
+}
+
+/// `\s+(?!\S)|\s+` over a whitespace run: all of it before the end of the text; otherwise all but
+/// its last character (which then leads the next piece), or the single character.
+#[inline(always)]
+fn trailing_space_end(run: &SpaceRun, text_len: usize) -> usize {
+    if run.end == text_len || !run.several {
+        run.end
+    } else {
+        run.last_start
+    }
+}
+
+/// End of the GPT-2 piece starting at byte `s` (< text length).
+fn gpt2_piece_end(b: &[u8], s: usize) -> usize {
+    if b[s] == b'\'' {
+        if let Some(len) = contraction_len(b, s, false) {
+            return s + len;
+        }
+    }
+    let (class, len) = char_at(b, s);
+    match class {
+        Class::Space => {
+            // ` ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+` with the optional space.
+            if b[s] == b' ' {
+                if let Some(next) = class_at(b, s + 1) {
+                    if next != Class::Space {
+                        return run_end(b, s + 1, next);
+                    }
+                }
+            }
+            trailing_space_end(&space_run(b, s), b.len())
+        }
+        other => run_end(b, s + len, other),
+    }
+}
+
+/// End of the cl100k piece starting at byte `s` (< text length).
+fn cl100k_piece_end(b: &[u8], s: usize) -> usize {
+    if b[s] == b'\'' {
+        if let Some(len) = contraction_len(b, s, true) {
+            return s + len;
+        }
+    }
+    let (class, len) = char_at(b, s);
+    match class {
+        Class::Letter => run_end(b, s + len, Class::Letter),
+        Class::Number => number_end_max3(b, s),
+        Class::Other => {
+            // `[^\r\n\p{L}\p{N}]?\p{L}+`, else ` ?[^\s\p{L}\p{N}]+[\r\n]*`.
+            if class_at(b, s + len) == Some(Class::Letter) {
+                return run_end(b, s + len, Class::Letter);
+            }
+            newlines_end(b, run_end(b, s + len, Class::Other))
+        }
+        Class::Space => {
+            let newline = b[s] == b'\n' || b[s] == b'\r';
+            match class_at(b, s + len) {
+                Some(Class::Letter) if !newline => return run_end(b, s + len, Class::Letter),
+                Some(Class::Other) if b[s] == b' ' => {
+                    return newlines_end(b, run_end(b, s + 1, Class::Other));
+                }
+                _ => {}
+            }
+            let run = space_run(b, s);
+            // `\s*[\r\n]+` ends at the run's last newline.
+            match run.last_newline_end {
+                Some(end) => end,
+                None => trailing_space_end(&run, b.len()),
+            }
+        }
+    }
+}
+
+/// Calls `f` for each pre-token piece of `text`, in order; the pieces concatenate to `text`.
+#[inline]
+pub fn for_each_piece<'a>(pattern: Pattern, text: &'a str, mut f: impl FnMut(&'a str)) {
+    let b = text.as_bytes();
+    let piece_end = match pattern {
+        Pattern::Gpt2 => gpt2_piece_end,
+        Pattern::Cl100k => cl100k_piece_end,
+        Pattern::Whole => {
+            if !text.is_empty() {
+                f(text);
+            }
+            return;
+        }
+    };
+    let mut start = 0;
+    while start < b.len() {
+        let end = piece_end(b, start);
+        // Pieces end on character boundaries: every branch advances by whole characters.
+        f(&text[start..end]);
+        start = end;
+    }
+}
+
+/// The pieces of `text` as a vector (for tests and the Python `pretokenize` helper).
+pub fn pieces(pattern: Pattern, text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    for_each_piece(pattern, text, |p| out.push(p));
+    out
+}
+
+/// Largest byte index `i <= text.len()` (0 if none) at which `text` may be cut so that
+/// `pieces(text[..i])` followed by `pieces(text[i..])` equals `pieces(text)`, whatever follows
+/// `text`. Used to stream files in chunks.
+///
+/// A cut is safe where the scanner of the whole text ends a piece at `i`, and the scanner of the
+/// prefix alone ends its last piece at `i` the same way. Two rules guarantee that for both
+/// patterns (the scanner only looks forward, so the pieces after `i` are unaffected):
+/// - after a letter and before a non-letter: every piece holding the letter is a letter run or a
+///   contraction, which ends at `i` whether the text goes on with a non-letter or stops;
+/// - after a lone '\n' (non-whitespace on both sides): that '\n' is a piece of its own with the
+///   preceding text or the tail of a punctuation piece (`[\r\n]*` of cl100k), in the prefix as in
+///   the whole text, and no piece starts with '\n' and goes on.
+///
+/// `Whole` has no safe cut.
+pub fn last_safe_cut(pattern: Pattern, text: &str) -> usize {
+    if pattern == Pattern::Whole {
+        return 0;
+    }
+    let mut iter = text.char_indices().rev().peekable();
+    // Walking backwards: `next` is the character at the candidate cut, `prev` the one before it.
+    let mut next: Option<char> = None;
+    while let Some((i, c)) = iter.next() {
+        if let Some(after) = next {
+            let after_class = class_of(after as u32);
+            let here = class_of(c as u32);
+            let cut = i + c.len_utf8();
+            if here == Class::Letter && after_class != Class::Letter {
+                return cut;
+            }
+            if c == '\n' && after_class != Class::Space {
+                let before = iter.peek().map(|&(_, p)| class_of(p as u32));
+                if before != Some(Class::Space) {
+                    return cut;
+                }
+            }
+        }
+        next = Some(c);
+    }
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pattern_names_round_trip() {
+        for p in [Pattern::Gpt2, Pattern::Cl100k, Pattern::Whole] {
+            assert_eq!(Pattern::from_name(p.name()), Ok(p));
+        }
+        assert!(Pattern::from_name("gpt4").is_err());
+    }
+}
