@@ -3,6 +3,7 @@
 
 mod char_classes;
 pub mod pretokenize;
+pub mod vocab;
 
 #[cfg(feature = "python")]
 mod python {
