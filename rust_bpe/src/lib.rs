@@ -2,20 +2,360 @@
 //! The Python bindings at the end of this file are compiled only with the `python` feature.
 
 mod char_classes;
+pub mod decode;
+pub mod encode;
+pub mod encode_file;
 pub mod pretokenize;
+pub mod train;
 pub mod vocab;
 
 #[cfg(feature = "python")]
 mod python {
-    use pyo3::prelude::*;
+    use std::fs::OpenOptions;
+    use std::io::{BufWriter, Write};
+    use std::path::{Path, PathBuf};
 
-    use crate::pretokenize::{pieces, Pattern};
+    use numpy::IntoPyArray;
+    use pyo3::exceptions::{PyFileNotFoundError, PyOSError, PyValueError};
+    use pyo3::prelude::*;
+    use pyo3::pybacked::PyBackedStr;
+    use pyo3::types::PyBytes;
+    use rayon::prelude::*;
+
+    use crate::decode::Utf8Stream;
+    use crate::encode::Encoder;
+    use crate::encode_file::{encode_file, FileError};
+    use crate::pretokenize::{last_safe_cut, pieces, Pattern};
+    use crate::vocab::Vocab;
+
+    fn value_error(message: impl std::fmt::Display) -> PyErr {
+        PyValueError::new_err(message.to_string())
+    }
+
+    /// Runs `f` on a rayon pool of `threads` threads (the global pool when None).
+    fn on_pool<R: Send>(threads: Option<usize>, f: impl FnOnce() -> R + Send) -> PyResult<R> {
+        match threads {
+            None => Ok(f()),
+            Some(0) => Err(value_error(
+                "num_threads must be at least 1 (or None for all cores)",
+            )),
+            Some(n) => rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build()
+                .map(|pool| pool.install(f))
+                .map_err(|e| value_error(format!("cannot start {n} threads: {e}"))),
+        }
+    }
+
+    /// Ids as u32, or a ValueError naming the first id outside the vocabulary.
+    fn checked_ids(ids: &[i64], vocab_size: usize) -> PyResult<Vec<u32>> {
+        ids.iter()
+            .map(|&id| {
+                u32::try_from(id)
+                    .ok()
+                    .filter(|&i| (i as usize) < vocab_size)
+                    .ok_or_else(|| {
+                        value_error(format!(
+                            "unknown token id {id} (ids run from 0 to {})",
+                            vocab_size.saturating_sub(1)
+                        ))
+                    })
+            })
+            .collect()
+    }
+
+    fn file_error(path: &Path, error: FileError, stopped: Option<PyErr>) -> PyErr {
+        let shown = path.display();
+        match error {
+            FileError::Io(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                PyFileNotFoundError::new_err(format!("no such file: {shown}"))
+            }
+            FileError::Io(e) => PyOSError::new_err(format!("cannot read {shown}: {e}")),
+            FileError::InvalidUtf8 { offset } => value_error(format!(
+                "{shown} is not UTF-8 text (bad byte at offset {offset})"
+            )),
+            FileError::Stopped => stopped.unwrap_or_else(|| value_error("encoding stopped")),
+        }
+    }
+
+    /// A vocabulary and its encoder: the core the Python `Tokenizer` wraps. Immutable, so it is
+    /// shared freely between threads.
+    #[pyclass(module = "smallgpt._bpe", name = "BpeCore", frozen)]
+    pub struct BpeCore {
+        pub(crate) vocab: Vocab,
+        pub(crate) encoder: Encoder,
+    }
+
+    impl BpeCore {
+        /// Wraps a vocabulary (from training or loading) with its encoder.
+        pub(crate) fn from_vocab(vocab: Vocab) -> BpeCore {
+            let encoder = Encoder::new(&vocab);
+            BpeCore { vocab, encoder }
+        }
+
+        /// Encodes a file, calling `progress(bytes_done)` (if given) after each chunk and
+        /// handing the ids to `push`. The GIL is released except inside `progress`.
+        fn stream_file(
+            &self,
+            py: Python<'_>,
+            path: &Path,
+            num_threads: Option<usize>,
+            progress: Option<Py<PyAny>>,
+            mut push: impl FnMut(&[u32]) -> std::io::Result<()> + Send,
+        ) -> PyResult<()> {
+            let mut failure: Option<PyErr> = None;
+            let result = py.detach(|| {
+                on_pool(num_threads, || {
+                    encode_file(&self.encoder, path, |ids, done| {
+                        if let Err(e) = push(ids) {
+                            failure = Some(PyOSError::new_err(format!("cannot write tokens: {e}")));
+                            return false;
+                        }
+                        Python::attach(|py| {
+                            let called = match &progress {
+                                Some(callback) => callback.call1(py, (done,)).map(drop),
+                                None => Ok(()),
+                            };
+                            match called.and_then(|()| py.check_signals()) {
+                                Ok(()) => true,
+                                Err(e) => {
+                                    failure = Some(e);
+                                    false
+                                }
+                            }
+                        })
+                    })
+                })
+            })?;
+            result.map_err(|e| file_error(path, e, failure))
+        }
+    }
+
+    #[pymethods]
+    impl BpeCore {
+        /// Loads a vocabulary saved by `to_json`; ValueError says what is wrong with the text.
+        #[staticmethod]
+        fn from_json(py: Python<'_>, text: &str) -> PyResult<BpeCore> {
+            py.detach(|| Vocab::from_json(text).map(BpeCore::from_vocab))
+                .map_err(value_error)
+        }
+
+        /// The vocabulary in smallgpt's versioned JSON format.
+        fn to_json(&self, py: Python<'_>) -> String {
+            py.detach(|| self.vocab.to_json())
+        }
+
+        /// Number of ids: regular tokens and special tokens.
+        #[getter]
+        fn vocab_size(&self) -> usize {
+            self.encoder.vocab_size()
+        }
+
+        /// Name of the pre-tokenization pattern ("gpt2", "cl100k" or "none").
+        #[getter]
+        fn pattern_name(&self) -> &'static str {
+            self.encoder.pattern().name()
+        }
+
+        /// The regex the pre-tokenizer splits like ("" for "none").
+        #[getter]
+        fn pattern(&self) -> &'static str {
+            self.encoder.pattern().regex()
+        }
+
+        /// (string, id) of every special token.
+        #[getter]
+        fn special_tokens(&self) -> Vec<(String, u32)> {
+            self.encoder.specials().to_vec()
+        }
+
+        /// Ids of `text`; special strings are text except those whose ids are in `allowed`.
+        #[pyo3(signature = (text, allowed=Vec::new()))]
+        fn encode(&self, py: Python<'_>, text: &str, allowed: Vec<u32>) -> Vec<u32> {
+            py.detach(|| self.encoder.encode_with_specials(text, &allowed))
+        }
+
+        /// `encode` of each text, in parallel.
+        #[pyo3(signature = (texts, allowed=Vec::new(), num_threads=None))]
+        fn encode_batch(
+            &self,
+            py: Python<'_>,
+            texts: Vec<PyBackedStr>,
+            allowed: Vec<u32>,
+            num_threads: Option<usize>,
+        ) -> PyResult<Vec<Vec<u32>>> {
+            py.detach(|| {
+                on_pool(num_threads, || {
+                    texts
+                        .par_iter()
+                        .map(|t| self.encoder.encode_with_specials(t, &allowed))
+                        .collect()
+                })
+            })
+        }
+
+        /// Ids of `text` (special strings as text) as a numpy array, uint16 when the vocabulary
+        /// fits, else uint32; long texts are encoded in parallel.
+        #[pyo3(signature = (text, num_threads=None))]
+        fn encode_to_numpy(
+            &self,
+            py: Python<'_>,
+            text: &str,
+            num_threads: Option<usize>,
+        ) -> PyResult<Py<PyAny>> {
+            let ids =
+                py.detach(|| on_pool(num_threads, || self.encoder.encode_ordinary_parallel(text)))?;
+            Ok(self.to_numpy(py, ids))
+        }
+
+        /// Ids of a UTF-8 file's text as a numpy array (see `encode_to_numpy`), read in
+        /// bounded chunks. `progress(bytes_done)` is called as the file is encoded.
+        #[pyo3(signature = (path, num_threads=None, progress=None))]
+        fn encode_file_to_numpy(
+            &self,
+            py: Python<'_>,
+            path: PathBuf,
+            num_threads: Option<usize>,
+            progress: Option<Py<PyAny>>,
+        ) -> PyResult<Py<PyAny>> {
+            if self.encoder.vocab_size() <= 1 << 16 {
+                let mut out: Vec<u16> = Vec::new();
+                self.stream_file(py, &path, num_threads, progress, |ids| {
+                    out.extend(ids.iter().map(|&i| i as u16));
+                    Ok(())
+                })?;
+                Ok(out.into_pyarray(py).into_any().unbind())
+            } else {
+                let mut out: Vec<u32> = Vec::new();
+                self.stream_file(py, &path, num_threads, progress, |ids| {
+                    out.extend_from_slice(ids);
+                    Ok(())
+                })?;
+                Ok(out.into_pyarray(py).into_any().unbind())
+            }
+        }
+
+        /// Appends the ids of a UTF-8 file to the raw token file `out` (little-endian uint16
+        /// when the vocabulary fits, else uint32), streaming; returns the number of ids written.
+        #[pyo3(signature = (path, out, num_threads=None, progress=None))]
+        fn encode_file_to_bin(
+            &self,
+            py: Python<'_>,
+            path: PathBuf,
+            out: PathBuf,
+            num_threads: Option<usize>,
+            progress: Option<Py<PyAny>>,
+        ) -> PyResult<u64> {
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&out)
+                .map_err(|e| PyOSError::new_err(format!("cannot open {}: {e}", out.display())))?;
+            let mut writer = BufWriter::with_capacity(1 << 20, file);
+            let narrow = self.encoder.vocab_size() <= 1 << 16;
+            let mut written = 0u64;
+            let mut bytes = Vec::new();
+            self.stream_file(py, &path, num_threads, progress, |ids| {
+                bytes.clear();
+                for &id in ids {
+                    if narrow {
+                        bytes.extend_from_slice(&(id as u16).to_le_bytes());
+                    } else {
+                        bytes.extend_from_slice(&id.to_le_bytes());
+                    }
+                }
+                written += ids.len() as u64;
+                writer.write_all(&bytes)
+            })?;
+            writer
+                .flush()
+                .map_err(|e| PyOSError::new_err(format!("cannot write {}: {e}", out.display())))?;
+            Ok(written)
+        }
+
+        /// The bytes of `ids`; ValueError names an id outside the vocabulary.
+        fn decode_bytes<'py>(
+            &self,
+            py: Python<'py>,
+            ids: Vec<i64>,
+        ) -> PyResult<Bound<'py, PyBytes>> {
+            let ids = checked_ids(&ids, self.encoder.vocab_size())?;
+            let bytes = py
+                .detach(|| self.encoder.decode_bytes(&ids))
+                .map_err(value_error)?;
+            Ok(PyBytes::new(py, &bytes))
+        }
+
+        /// The text of `ids`, invalid UTF-8 replaced by U+FFFD.
+        fn decode(&self, py: Python<'_>, ids: Vec<i64>) -> PyResult<String> {
+            let ids = checked_ids(&ids, self.encoder.vocab_size())?;
+            py.detach(|| {
+                self.encoder
+                    .decode_bytes(&ids)
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+            })
+            .map_err(value_error)
+        }
+
+        /// The bytes of one id (a special token's are its string's).
+        fn id_to_bytes<'py>(&self, py: Python<'py>, id: i64) -> PyResult<Bound<'py, PyBytes>> {
+            let id = checked_ids(&[id], self.encoder.vocab_size())?[0];
+            let bytes = self.encoder.id_to_bytes(id).map_err(value_error)?;
+            Ok(PyBytes::new(py, bytes))
+        }
+    }
+
+    impl BpeCore {
+        fn to_numpy(&self, py: Python<'_>, ids: Vec<u32>) -> Py<PyAny> {
+            if self.encoder.vocab_size() <= 1 << 16 {
+                let narrow: Vec<u16> = ids.iter().map(|&i| i as u16).collect();
+                narrow.into_pyarray(py).into_any().unbind()
+            } else {
+                ids.into_pyarray(py).into_any().unbind()
+            }
+        }
+    }
+
+    /// Incremental UTF-8 decoding of token bytes: text is released once its characters are
+    /// complete.
+    #[pyclass(module = "smallgpt._bpe", name = "Utf8Stream")]
+    #[derive(Default)]
+    struct PyUtf8Stream {
+        inner: Utf8Stream,
+    }
+
+    #[pymethods]
+    impl PyUtf8Stream {
+        #[new]
+        fn new() -> Self {
+            Self::default()
+        }
+
+        /// Adds bytes; returns the text they complete (possibly "").
+        fn push(&mut self, data: &[u8]) -> String {
+            self.inner.push(data)
+        }
+
+        /// Ends the stream: an unfinished character becomes U+FFFD.
+        fn finish(&mut self) -> String {
+            self.inner.finish()
+        }
+
+        /// Bytes held back because their character is not complete.
+        #[getter]
+        fn pending<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+            PyBytes::new(py, self.inner.pending())
+        }
+    }
+
+    fn parse_pattern(name: &str) -> PyResult<Pattern> {
+        Pattern::from_name(name).map_err(value_error)
+    }
 
     /// Splits `text` into pre-token pieces with the named pattern ("gpt2", "cl100k" or "none").
     #[pyfunction]
     fn pretokenize(py: Python<'_>, text: &str, pattern: &str) -> PyResult<Vec<String>> {
-        let pattern =
-            Pattern::from_name(pattern).map_err(pyo3::exceptions::PyValueError::new_err)?;
+        let pattern = parse_pattern(pattern)?;
         Ok(py.detach(|| {
             pieces(pattern, text)
                 .into_iter()
@@ -24,11 +364,21 @@ mod python {
         }))
     }
 
+    /// The last safe cut of `text` for the named pattern, as a character index (0 if none).
+    #[pyfunction]
+    fn safe_cut(text: &str, pattern: &str) -> PyResult<usize> {
+        let cut = last_safe_cut(parse_pattern(pattern)?, text);
+        Ok(text[..cut].chars().count())
+    }
+
     #[pymodule]
     #[pyo3(name = "_bpe")]
     fn bpe_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+        m.add_class::<BpeCore>()?;
+        m.add_class::<PyUtf8Stream>()?;
         m.add_function(wrap_pyfunction!(pretokenize, m)?)?;
+        m.add_function(wrap_pyfunction!(safe_cut, m)?)?;
         Ok(())
     }
 }

@@ -337,11 +337,112 @@ pub fn last_safe_cut(pattern: Pattern, text: &str) -> usize {
 mod tests {
     use super::*;
 
+    const SHAKESPEARE: &str = include_str!("../../python/smallgpt/assets/tinyshakespeare.txt");
+    const MIXED: &str = "Grüße, Welt! Ça va? 今日は良い天気です。\nПривет, мир 123,456.78 ٣٤٥ Ⅻ\n\
+        \t\tindented 'S 'll 'RE ſ émoji 😀👍🏽 🇫🇷\r\n\r\n  x  \u{a0}y\u{3000}z\u{85}w \n\nend's.\n";
+    const FOLLOWERS: [&str; 10] = ["", " ", "\n", "a", "'s", "1", ".", "\n\n", "  x", "\u{301}"];
+
+    fn pieces_owned(pattern: Pattern, text: &str) -> Vec<String> {
+        pieces(pattern, text)
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Cuts every prefix `text[..j]` at its last safe cut and checks that the pieces of the two
+    /// halves, with various continuations after the prefix, are those of the uncut text.
+    fn check_cuts(pattern: Pattern, text: &str, step: usize) -> usize {
+        let mut cuts_found = 0;
+        let ends: Vec<usize> = (0..=text.len())
+            .step_by(step)
+            .filter(|&j| text.is_char_boundary(j))
+            .collect();
+        for j in ends {
+            let prefix = &text[..j];
+            let cut = last_safe_cut(pattern, prefix);
+            assert!(cut <= j && prefix.is_char_boundary(cut));
+            cuts_found += usize::from(cut > 0);
+            let rests = FOLLOWERS.iter().map(|f| f.to_string());
+            for rest in rests.chain([text[j..].to_string()]) {
+                let whole = format!("{prefix}{rest}");
+                let mut halves = pieces_owned(pattern, &whole[..cut]);
+                halves.extend(pieces_owned(pattern, &whole[cut..]));
+                assert_eq!(
+                    halves,
+                    pieces_owned(pattern, &whole),
+                    "cut {cut} of {prefix:?}"
+                );
+            }
+        }
+        cuts_found
+    }
+
     #[test]
     fn pattern_names_round_trip() {
         for p in [Pattern::Gpt2, Pattern::Cl100k, Pattern::Whole] {
             assert_eq!(Pattern::from_name(p.name()), Ok(p));
         }
         assert!(Pattern::from_name("gpt4").is_err());
+    }
+
+    #[test]
+    fn pieces_concatenate_to_the_text() {
+        for pattern in [Pattern::Gpt2, Pattern::Cl100k, Pattern::Whole] {
+            for text in [MIXED, &SHAKESPEARE[..20_000], "", " ", "\n"] {
+                assert_eq!(pieces(pattern, text).concat(), text);
+            }
+        }
+    }
+
+    #[test]
+    fn safe_cuts_keep_the_pieces_of_real_text() {
+        let text = &SHAKESPEARE[..3_000];
+        for pattern in [Pattern::Gpt2, Pattern::Cl100k] {
+            assert!(check_cuts(pattern, text, 3) > 0);
+        }
+    }
+
+    #[test]
+    fn safe_cuts_keep_the_pieces_of_multilingual_text() {
+        for pattern in [Pattern::Gpt2, Pattern::Cl100k] {
+            assert!(check_cuts(pattern, MIXED, 1) > 0);
+        }
+    }
+
+    #[test]
+    fn safe_cuts_keep_the_pieces_of_pseudo_random_text() {
+        let alphabet: Vec<char> =
+            " \t\n\r\u{b}\u{c}\u{85}\u{a0}\u{3000}'sStTlLrReEdDſ.!-aZ09٣½é中😀\u{301}"
+                .chars()
+                .collect();
+        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+        for _ in 0..300 {
+            let text: String = (0..40)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    alphabet[(state % alphabet.len() as u64) as usize]
+                })
+                .collect();
+            for pattern in [Pattern::Gpt2, Pattern::Cl100k] {
+                check_cuts(pattern, &text, 1);
+            }
+        }
+    }
+
+    #[test]
+    fn whole_pattern_is_never_cut() {
+        assert_eq!(last_safe_cut(Pattern::Whole, "some text\nmore text"), 0);
+        assert_eq!(pieces(Pattern::Whole, "a b\nc"), vec!["a b\nc"]);
+    }
+
+    #[test]
+    fn text_without_a_safe_cut_gives_zero() {
+        for pattern in [Pattern::Gpt2, Pattern::Cl100k] {
+            assert_eq!(last_safe_cut(pattern, "     "), 0);
+            assert_eq!(last_safe_cut(pattern, "abc"), 0);
+            assert_eq!(last_safe_cut(pattern, ""), 0);
+        }
     }
 }

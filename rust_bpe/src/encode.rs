@@ -1,0 +1,397 @@
+//! Encoding text to token ids exactly as tiktoken does, and decoding ids back to bytes.
+//!
+//! tiktoken's rule for a pre-token piece: if the piece's bytes are a token, that token; otherwise
+//! start from single bytes and repeatedly merge the adjacent pair whose concatenated bytes form
+//! the token of lowest rank (the leftmost such pair on ties). An id is a rank, so the pair table
+//! maps (left id, right id) to the id of their concatenation, for every way of splitting every
+//! token into two tokens: merges are found by bytes, not by the merge list, as in tiktoken.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use rayon::prelude::*;
+use rustc_hash::FxHashMap;
+
+use crate::pretokenize::{for_each_piece, last_safe_cut, Pattern};
+use crate::vocab::Vocab;
+
+/// Pieces up to this many bytes merge with a quadratic scan (fast for short pieces); longer ones
+/// with a heap over a linked list, O(n log n).
+const SHORT_PIECE: usize = 128;
+const NO_RANK: u32 = u32::MAX;
+
+/// Text is cut into chunks of about this many bytes to be encoded in parallel.
+pub const PARALLEL_CHUNK: usize = 1 << 20;
+
+/// Encodes text to ids and decodes ids to bytes for one vocabulary.
+pub struct Encoder {
+    pattern: Pattern,
+    /// Regular token bytes -> id.
+    token_ids: FxHashMap<Vec<u8>, u32>,
+    /// (left id << 32 | right id) -> id of the token their bytes concatenate to.
+    pairs: FxHashMap<u64, u32>,
+    /// Id of each single byte.
+    byte_ids: [u32; 256],
+    /// Bytes of every id (regular and special): `bytes[offsets[id]..offsets[id + 1]]`.
+    bytes: Vec<u8>,
+    offsets: Vec<usize>,
+    specials: Vec<(String, u32)>,
+}
+
+/// Reusable buffers of the merge loops, so that encoding allocates nothing per piece.
+#[derive(Default)]
+struct Scratch {
+    ids: Vec<u32>,
+    ranks: Vec<u32>,
+    next: Vec<u32>,
+    prev: Vec<u32>,
+    heap: BinaryHeap<Reverse<u64>>,
+}
+
+/// An error for an id that is not in the vocabulary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownId {
+    pub id: u32,
+    pub vocab_size: usize,
+}
+
+impl std::fmt::Display for UnknownId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "unknown token id {} (ids run from 0 to {})",
+            self.id,
+            self.vocab_size.saturating_sub(1)
+        )
+    }
+}
+
+impl std::error::Error for UnknownId {}
+
+impl Encoder {
+    /// Builds the lookup tables for `vocab`. A token whose bytes repeat an earlier token's is
+    /// never produced by encoding (tiktoken keeps one rank per byte string: the lowest).
+    pub fn new(vocab: &Vocab) -> Encoder {
+        let mut token_ids = FxHashMap::default();
+        token_ids.reserve(vocab.tokens.len());
+        for (id, token) in vocab.tokens.iter().enumerate() {
+            token_ids.entry(token.clone()).or_insert(id as u32);
+        }
+        let mut pairs = FxHashMap::default();
+        for (bytes, &id) in &token_ids {
+            for split in 1..bytes.len() {
+                let (left, right) = bytes.split_at(split);
+                if let (Some(&l), Some(&r)) = (token_ids.get(left), token_ids.get(right)) {
+                    pairs.insert(pair_key(l, r), id);
+                }
+            }
+        }
+        let mut byte_ids = [0u32; 256];
+        for (b, slot) in byte_ids.iter_mut().enumerate() {
+            *slot = token_ids.get(&[b as u8][..]).copied().unwrap_or(b as u32);
+        }
+        let size = vocab.vocab_size();
+        let mut by_id: Vec<&[u8]> = vec![&[]; size];
+        for (id, token) in vocab.tokens.iter().enumerate() {
+            by_id[id] = token;
+        }
+        for (text, id) in &vocab.specials {
+            if let Some(slot) = by_id.get_mut(*id as usize) {
+                *slot = text.as_bytes();
+            }
+        }
+        let mut bytes = Vec::with_capacity(by_id.iter().map(|t| t.len()).sum());
+        let mut offsets = Vec::with_capacity(size + 1);
+        offsets.push(0);
+        for token in by_id {
+            bytes.extend_from_slice(token);
+            offsets.push(bytes.len());
+        }
+        Encoder {
+            pattern: vocab.pattern,
+            token_ids,
+            pairs,
+            byte_ids,
+            bytes,
+            offsets,
+            specials: vocab.specials.clone(),
+        }
+    }
+
+    /// The pre-tokenization pattern.
+    pub fn pattern(&self) -> Pattern {
+        self.pattern
+    }
+
+    /// Number of ids (regular and special).
+    pub fn vocab_size(&self) -> usize {
+        self.offsets.len() - 1
+    }
+
+    /// Special token strings and their ids.
+    pub fn specials(&self) -> &[(String, u32)] {
+        &self.specials
+    }
+
+    /// Encodes `text` with special token strings treated as plain text.
+    pub fn encode_ordinary(&self, text: &str) -> Vec<u32> {
+        let mut out = Vec::with_capacity(text.len() / 4 + 1);
+        self.encode_ordinary_into(text, &mut out);
+        out
+    }
+
+    /// Appends the ids of `text` (special token strings as plain text) to `out`.
+    pub fn encode_ordinary_into(&self, text: &str, out: &mut Vec<u32>) {
+        // Each distinct piece is encoded once per call; repeats copy the ids it wrote first.
+        let mut seen: FxHashMap<&str, (usize, usize)> = FxHashMap::default();
+        let mut scratch = Scratch::default();
+        for_each_piece(self.pattern, text, |piece| {
+            let bytes = piece.as_bytes();
+            if bytes.len() == 1 {
+                out.push(self.byte_ids[bytes[0] as usize]);
+                return;
+            }
+            if let Some(&(start, end)) = seen.get(piece) {
+                out.extend_from_within(start..end);
+                return;
+            }
+            let start = out.len();
+            self.encode_piece(bytes, out, &mut scratch);
+            seen.insert(piece, (start, out.len()));
+        });
+    }
+
+    /// Encodes `text`; occurrences of the special tokens whose ids are in `allowed` become those
+    /// ids (leftmost first, the longest at a given position), the rest of the text is ordinary.
+    pub fn encode_with_specials(&self, text: &str, allowed: &[u32]) -> Vec<u32> {
+        let specials: Vec<(&str, u32)> = self
+            .specials
+            .iter()
+            .filter(|(s, id)| allowed.contains(id) && !s.is_empty())
+            .map(|(s, id)| (s.as_str(), *id))
+            .collect();
+        let mut out = Vec::with_capacity(text.len() / 4 + 1);
+        if specials.is_empty() {
+            self.encode_ordinary_into(text, &mut out);
+            return out;
+        }
+        let finders: Vec<memchr::memmem::Finder> = specials
+            .iter()
+            .map(|(s, _)| memchr::memmem::Finder::new(s.as_bytes()))
+            .collect();
+        // Next occurrence of each special at or after `start` (None: no more).
+        let mut next: Vec<Option<usize>> = vec![Some(0); specials.len()];
+        let mut start = 0;
+        loop {
+            let mut best: Option<(usize, usize)> = None; // (position, special index)
+            for (k, finder) in finders.iter().enumerate() {
+                if matches!(next[k], Some(p) if p < start) {
+                    next[k] = finder.find(&text.as_bytes()[start..]).map(|p| p + start);
+                }
+                if let Some(p) = next[k] {
+                    let longer = |(bp, bk): (usize, usize)| {
+                        p < bp || (p == bp && specials[k].0.len() > specials[bk].0.len())
+                    };
+                    if best.is_none_or(longer) {
+                        best = Some((p, k));
+                    }
+                }
+            }
+            let Some((pos, k)) = best else { break };
+            self.encode_ordinary_into(&text[start..pos], &mut out);
+            out.push(specials[k].1);
+            start = pos + specials[k].0.len();
+        }
+        self.encode_ordinary_into(&text[start..], &mut out);
+        out
+    }
+
+    /// Encodes `text` (special strings as plain text) on the current rayon pool, in chunks cut
+    /// where pre-tokenization allows, so the ids equal `encode_ordinary(text)`.
+    pub fn encode_ordinary_parallel(&self, text: &str) -> Vec<u32> {
+        let chunks = split_for_parallel(self.pattern, text, PARALLEL_CHUNK);
+        if chunks.len() == 1 {
+            return self.encode_ordinary(text);
+        }
+        let parts: Vec<Vec<u32>> = chunks.par_iter().map(|c| self.encode_ordinary(c)).collect();
+        parts.concat()
+    }
+
+    /// Appends the ids of one pre-token piece.
+    fn encode_piece(&self, piece: &[u8], out: &mut Vec<u32>, scratch: &mut Scratch) {
+        if let Some(&id) = self.token_ids.get(piece) {
+            out.push(id);
+        } else if piece.len() <= SHORT_PIECE {
+            self.merge_short(piece, out, scratch);
+        } else {
+            self.merge_long(piece, out, scratch);
+        }
+    }
+
+    #[inline(always)]
+    fn rank(&self, left: u32, right: u32) -> u32 {
+        self.pairs
+            .get(&pair_key(left, right))
+            .copied()
+            .unwrap_or(NO_RANK)
+    }
+
+    /// tiktoken's loop: find the lowest-ranked adjacent pair, merge it, update its neighbours.
+    fn merge_short(&self, piece: &[u8], out: &mut Vec<u32>, scratch: &mut Scratch) {
+        let ids = &mut scratch.ids;
+        let ranks = &mut scratch.ranks;
+        ids.clear();
+        ids.extend(piece.iter().map(|&b| self.byte_ids[b as usize]));
+        ranks.clear();
+        ranks.extend(ids.windows(2).map(|w| self.rank(w[0], w[1])));
+        loop {
+            let mut best = NO_RANK;
+            let mut at = 0;
+            for (i, &r) in ranks.iter().enumerate() {
+                if r < best {
+                    best = r;
+                    at = i;
+                }
+            }
+            if best == NO_RANK {
+                break;
+            }
+            ids[at] = best;
+            ids.remove(at + 1);
+            ranks.remove(at);
+            if at > 0 {
+                ranks[at - 1] = self.rank(ids[at - 1], ids[at]);
+            }
+            if at < ranks.len() {
+                ranks[at] = self.rank(ids[at], ids[at + 1]);
+            }
+        }
+        out.extend_from_slice(ids);
+    }
+
+    /// The same merges with a min-heap of (rank, position) over a doubly linked list of parts.
+    /// A part keeps the index of its first byte, so heap order on ties is leftmost-first as in
+    /// tiktoken. Stale heap entries are recognised because a pair's rank changes whenever one
+    /// of its parts does (the concatenated bytes grow).
+    fn merge_long(&self, piece: &[u8], out: &mut Vec<u32>, scratch: &mut Scratch) {
+        let n = piece.len();
+        let Scratch {
+            ids,
+            next,
+            prev,
+            heap,
+            ..
+        } = scratch;
+        ids.clear();
+        ids.extend(piece.iter().map(|&b| self.byte_ids[b as usize]));
+        next.clear();
+        next.extend(1..=n as u32);
+        prev.clear();
+        prev.extend((0..n as u32).map(|i| i.wrapping_sub(1)));
+        heap.clear();
+        let entry = |rank: u32, pos: usize| Reverse(((rank as u64) << 32) | pos as u64);
+        for i in 0..n - 1 {
+            let r = self.rank(ids[i], ids[i + 1]);
+            if r != NO_RANK {
+                heap.push(entry(r, i));
+            }
+        }
+        let end = n as u32;
+        while let Some(Reverse(key)) = heap.pop() {
+            let (rank, pos) = ((key >> 32) as u32, (key & 0xFFFF_FFFF) as usize);
+            let right = next[pos];
+            // Dead parts have an id of NO_RANK; a changed pair has another rank.
+            if ids[pos] == NO_RANK
+                || right == end
+                || self.rank(ids[pos], ids[right as usize]) != rank
+            {
+                continue;
+            }
+            let right = right as usize;
+            ids[pos] = rank;
+            ids[right] = NO_RANK;
+            let after = next[right];
+            next[pos] = after;
+            if after != end {
+                prev[after as usize] = pos as u32;
+                let r = self.rank(rank, ids[after as usize]);
+                if r != NO_RANK {
+                    heap.push(entry(r, pos));
+                }
+            }
+            let before = prev[pos];
+            if before != u32::MAX {
+                let r = self.rank(ids[before as usize], rank);
+                if r != NO_RANK {
+                    heap.push(entry(r, before as usize));
+                }
+            }
+        }
+        let mut i = 0;
+        while i != n {
+            out.push(ids[i]);
+            i = next[i] as usize;
+        }
+    }
+
+    /// The bytes of token `id`.
+    pub fn id_to_bytes(&self, id: u32) -> Result<&[u8], UnknownId> {
+        let i = id as usize;
+        if i + 1 >= self.offsets.len() {
+            return Err(UnknownId {
+                id,
+                vocab_size: self.vocab_size(),
+            });
+        }
+        Ok(&self.bytes[self.offsets[i]..self.offsets[i + 1]])
+    }
+
+    /// The concatenated bytes of `ids`.
+    pub fn decode_bytes(&self, ids: &[u32]) -> Result<Vec<u8>, UnknownId> {
+        let mut out = Vec::with_capacity(ids.len() * 4);
+        for &id in ids {
+            out.extend_from_slice(self.id_to_bytes(id)?);
+        }
+        Ok(out)
+    }
+}
+
+#[inline(always)]
+fn pair_key(left: u32, right: u32) -> u64 {
+    ((left as u64) << 32) | right as u64
+}
+
+/// Cuts `text` into consecutive chunks of about `target` bytes at safe cuts, so that encoding
+/// the chunks separately gives the ids of the whole text. A chunk grows past `target` until a
+/// safe cut appears (or the text ends).
+pub fn split_for_parallel(pattern: Pattern, text: &str, target: usize) -> Vec<&str> {
+    let mut chunks = Vec::new();
+    let mut rest = text;
+    while rest.len() > target {
+        let mut window = target;
+        let cut = loop {
+            let end = floor_char_boundary(rest, window);
+            let cut = last_safe_cut(pattern, &rest[..end]);
+            if cut > 0 || end == rest.len() {
+                break cut;
+            }
+            window = window.saturating_mul(2);
+        };
+        if cut == 0 {
+            break;
+        }
+        chunks.push(&rest[..cut]);
+        rest = &rest[cut..];
+    }
+    chunks.push(rest);
+    chunks
+}
+
+/// The largest char boundary of `s` at or below `i` (`i` is clamped to `s.len()`).
+fn floor_char_boundary(s: &str, i: usize) -> usize {
+    let mut i = i.min(s.len());
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
