@@ -13,6 +13,7 @@ Conventions:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -151,9 +152,13 @@ class KVCache:
         self.length += num_new
 
 
-def _resolve_attention(name: str, device: torch.device) -> Callable[..., Tensor] | None:
-    """The Triton flash-attention function for backend `name` on `device`, or None for SDPA."""
-    if name == "sdpa" or (name == "auto" and device.type != "cuda"):
+@functools.cache
+def _resolve_attention(name: str, device_type: str) -> Callable[..., Tensor] | None:
+    """The Triton flash-attention function for backend `name` on `device_type`, or None for SDPA.
+
+    Cached, so the import is resolved once and not inside every (possibly compiled) forward.
+    """
+    if name == "sdpa" or (name == "auto" and device_type != "cuda"):
         return None
     try:
         from smallgpt.kernels.attention import flash_attention
@@ -164,9 +169,9 @@ def _resolve_attention(name: str, device: torch.device) -> Callable[..., Tensor]
             "attention='triton' needs smallgpt.kernels.attention (Triton on CUDA); "
             f"it could not be imported ({exc}); use attention='sdpa'"
         ) from exc
-    if device.type != "cuda":
+    if device_type != "cuda":
         raise RuntimeError(
-            f"attention='triton' runs only on CUDA, but the input is on {device}; "
+            f"attention='triton' runs only on CUDA, but the input is on {device_type}; "
             "use attention='sdpa' or 'auto'"
         )
     return flash_attention
@@ -200,7 +205,7 @@ class CausalSelfAttention(nn.Module):
             k, v = kv.update(k, v)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal)
         else:
-            flash = _resolve_attention(self.backend, x.device)
+            flash = _resolve_attention(self.backend, x.device.type)
             if flash is not None:
                 y = flash(q, k, v, causal=True, dropout_p=dropout_p)
             else:
@@ -253,6 +258,7 @@ def count_real_tokens(labels: Tensor, pad_token_id: int | None = None) -> Tensor
     return scored.sum()
 
 
+@functools.cache
 def _fused_linear_cross_entropy() -> Callable[..., Tensor] | None:
     try:
         from smallgpt.kernels.cross_entropy import linear_cross_entropy
