@@ -26,6 +26,7 @@ mod python {
     use crate::encode::Encoder;
     use crate::encode_file::{encode_file, FileError};
     use crate::pretokenize::{last_safe_cut, pieces, Pattern};
+    use crate::train::{train, PieceCounts, TrainError};
     use crate::vocab::Vocab;
 
     fn value_error(message: impl std::fmt::Display) -> PyErr {
@@ -143,6 +144,16 @@ mod python {
         /// The vocabulary in smallgpt's versioned JSON format.
         fn to_json(&self, py: Python<'_>) -> String {
             py.detach(|| self.vocab.to_json())
+        }
+
+        /// The regular tokens as a tiktoken rank file ("base64 id" lines).
+        fn tiktoken_ranks(&self, py: Python<'_>) -> String {
+            py.detach(|| self.vocab.tiktoken_ranks())
+        }
+
+        /// The vocabulary as a Hugging Face `tokenizer.json`.
+        fn hf_tokenizer_json(&self, py: Python<'_>) -> String {
+            py.detach(|| self.vocab.hf_tokenizer_json())
         }
 
         /// Number of ids: regular tokens and special tokens.
@@ -348,6 +359,95 @@ mod python {
         }
     }
 
+    fn train_error(error: TrainError) -> PyErr {
+        match &error {
+            TrainError::Io { path, source } if source.kind() == std::io::ErrorKind::NotFound => {
+                PyFileNotFoundError::new_err(format!("no such file: {}", path.display()))
+            }
+            TrainError::Io { .. } => PyOSError::new_err(error.to_string()),
+            _ => value_error(error),
+        }
+    }
+
+    /// Pre-token counts, fed texts and files (in parallel, GIL released), then trained into a
+    /// `BpeCore`. Its thread pool is built once, for `num_threads` threads (None: all cores).
+    #[pyclass(module = "smallgpt._bpe", name = "PieceCounter")]
+    struct PieceCounter {
+        counts: PieceCounts,
+        pool: Option<rayon::ThreadPool>,
+    }
+
+    /// Runs `f` on `pool`, or on the global pool when None.
+    fn in_pool<R: Send>(pool: &Option<rayon::ThreadPool>, f: impl FnOnce() -> R + Send) -> R {
+        match pool {
+            Some(pool) => pool.install(f),
+            None => f(),
+        }
+    }
+
+    #[pymethods]
+    impl PieceCounter {
+        #[new]
+        #[pyo3(signature = (pattern, num_threads=None))]
+        fn new(pattern: &str, num_threads: Option<usize>) -> PyResult<Self> {
+            let pool = match num_threads {
+                None => None,
+                Some(0) => {
+                    return Err(value_error(
+                        "num_threads must be at least 1 (or None for all cores)",
+                    ))
+                }
+                Some(n) => Some(
+                    rayon::ThreadPoolBuilder::new()
+                        .num_threads(n)
+                        .build()
+                        .map_err(|e| value_error(format!("cannot start {n} threads: {e}")))?,
+                ),
+            };
+            Ok(PieceCounter {
+                counts: PieceCounts::new(parse_pattern(pattern)?),
+                pool,
+            })
+        }
+
+        /// Counts the pieces of each text (each pre-tokenized on its own).
+        fn add_texts(&mut self, py: Python<'_>, texts: Vec<PyBackedStr>) {
+            let (counts, pool) = (&mut self.counts, &self.pool);
+            py.detach(|| in_pool(pool, || counts.add_texts(&texts)));
+        }
+
+        /// Counts the pieces of a UTF-8 file, streamed in chunks.
+        fn add_file(&mut self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
+            let (counts, pool) = (&mut self.counts, &self.pool);
+            py.detach(|| in_pool(pool, || counts.add_file(&path)))
+                .map_err(train_error)
+        }
+
+        /// Number of text bytes counted so far.
+        #[getter]
+        fn total_bytes(&self) -> u64 {
+            self.counts.total_bytes()
+        }
+
+        /// Learns the merges (HF BpeTrainer's) into a vocabulary of at most `vocab_size` ids,
+        /// special tokens included.
+        fn train(
+            &self,
+            py: Python<'_>,
+            vocab_size: usize,
+            special_tokens: Vec<String>,
+            min_frequency: u64,
+        ) -> PyResult<BpeCore> {
+            py.detach(|| {
+                in_pool(&self.pool, || {
+                    train(&self.counts, vocab_size, min_frequency, &special_tokens)
+                })
+                .map(BpeCore::from_vocab)
+            })
+            .map_err(train_error)
+        }
+    }
+
     fn parse_pattern(name: &str) -> PyResult<Pattern> {
         Pattern::from_name(name).map_err(value_error)
     }
@@ -377,6 +477,7 @@ mod python {
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
         m.add_class::<BpeCore>()?;
         m.add_class::<PyUtf8Stream>()?;
+        m.add_class::<PieceCounter>()?;
         m.add_function(wrap_pyfunction!(pretokenize, m)?)?;
         m.add_function(wrap_pyfunction!(safe_cut, m)?)?;
         Ok(())
