@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -268,11 +271,55 @@ def test_bad_inputs_raise_clear_errors():
         model(torch.zeros(1, 4, dtype=torch.long), torch.zeros(1, 3, dtype=torch.long))
 
 
-def test_triton_attention_on_cpu_raises_and_auto_falls_back_to_sdpa():
+def test_triton_attention_on_cpu_raises_and_auto_falls_back_to_sdpa(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     ids = torch.randint(0, 97, (1, 8))
     with pytest.raises(RuntimeError, match="attention"):
-        tiny(attention="triton")(ids)
+        tiny(attention="triton", num_heads=2)(ids)
     torch.testing.assert_close(tiny(attention="auto")(ids), tiny()(ids))
+
+
+def test_triton_attention_rejects_head_dims_the_kernels_lack():
+    with pytest.raises(ValueError, match="head_dim"):
+        ModelConfig(vocab_size=97, embed_dim=48, num_heads=2, attention="triton")
+    assert ModelConfig(vocab_size=97, embed_dim=48, num_heads=2, attention="auto").head_dim == 24
+
+
+_INTERPRETED_KERNELS = """
+import torch
+from smallgpt.model import SmallGPT
+
+def tiny(**options):
+    torch.manual_seed(0)
+    return SmallGPT(100, 32, 2, 2, 64, 0.0, pad_token_id=0, **options)
+
+ids = torch.randint(1, 100, (2, 24))
+ids[1, 16:] = 0
+plain, kernels = tiny(), tiny(attention="triton")
+logits, expected = plain(ids, ids)
+expected.backward()
+none, loss = kernels(ids, ids, return_logits=False)
+loss.backward()
+assert none is None
+torch.testing.assert_close(loss, expected)
+torch.testing.assert_close(kernels(ids), logits)
+for a, b in zip(plain.parameters(), kernels.parameters()):
+    torch.testing.assert_close(b.grad, a.grad, atol=1e-5, rtol=1e-4)
+"""
+
+
+def test_triton_kernel_paths_match_pytorch_under_the_triton_interpreter():
+    """attention='triton' and the fused loss, run on CPU by Triton's interpreter, vs SDPA + F.cross_entropy."""
+    pytest.importorskip("triton")
+    env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-c", _INTERPRETED_KERNELS],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
 
 
 def _cuda_kernels_or_skip(module: str) -> None:
@@ -285,8 +332,8 @@ def _cuda_kernels_or_skip(module: str) -> None:
 def test_triton_attention_backend_matches_sdpa_on_cuda():
     _cuda_kernels_or_skip("smallgpt.kernels.attention")
     ids = torch.randint(0, 97, (2, 64), device="cuda")
-    sdpa = tiny().cuda().eval()
-    triton = tiny(attention="triton").cuda().eval()
+    sdpa = tiny(num_heads=2).cuda().eval()
+    triton = tiny(attention="triton", num_heads=2).cuda().eval()
     with torch.no_grad():
         torch.testing.assert_close(triton(ids), sdpa(ids), atol=2e-3, rtol=2e-3)
 

@@ -27,6 +27,12 @@ _ATTENTION_BACKENDS = ("sdpa", "triton", "auto")
 _VOCAB_MULTIPLE = 64
 
 
+def _flash_head_dims() -> tuple[int, ...]:
+    from smallgpt.kernels._support import SUPPORTED_HEAD_DIMS
+
+    return SUPPORTED_HEAD_DIMS
+
+
 @dataclass
 class ModelConfig:
     """Sizes and options of a SmallGPT; validated on creation (ValueError names the bad field)."""
@@ -56,6 +62,11 @@ class ModelConfig:
         if self.attention not in _ATTENTION_BACKENDS:
             raise ValueError(
                 f"ModelConfig.attention must be one of {_ATTENTION_BACKENDS}, got {self.attention!r}"
+            )
+        if self.attention == "triton" and self.head_dim not in _flash_head_dims():
+            raise ValueError(
+                f"attention='triton' supports head_dim (embed_dim / num_heads) in "
+                f"{_flash_head_dims()}, got {self.head_dim}; use attention='sdpa' or 'auto'"
             )
         if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
             raise ValueError(
@@ -153,28 +164,28 @@ class KVCache:
 
 
 @functools.cache
-def _resolve_attention(name: str, device_type: str) -> Callable[..., Tensor] | None:
-    """The Triton flash-attention function for backend `name` on `device_type`, or None for SDPA.
+def _flash_attention_for(
+    backend: str, device_type: str, head_dim: int
+) -> Callable[..., Tensor] | None:
+    """The Triton flash-attention function for `backend` on `device_type`, or None for SDPA.
 
-    Cached, so the import is resolved once and not inside every (possibly compiled) forward.
+    "auto" picks the kernels wherever `smallgpt.kernels.is_available` says they run (CUDA with
+    compute capability >= 8.0) and head_dim suits them; "triton" insists on them. Cached: resolved
+    once, not in every (possibly compiled) forward. Raises RuntimeError for "triton" where the
+    kernels cannot run.
     """
-    if name == "sdpa" or (name == "auto" and device_type != "cuda"):
+    if backend == "sdpa":
         return None
-    try:
-        from smallgpt.kernels.attention import flash_attention
-    except ImportError as exc:
-        if name == "auto":
-            return None
-        raise RuntimeError(
-            "attention='triton' needs smallgpt.kernels.attention (Triton on CUDA); "
-            f"it could not be imported ({exc}); use attention='sdpa'"
-        ) from exc
-    if device_type != "cuda":
-        raise RuntimeError(
-            f"attention='triton' runs only on CUDA, but the input is on {device_type}; "
-            "use attention='sdpa' or 'auto'"
-        )
-    return flash_attention
+    from smallgpt import kernels
+
+    if kernels.is_available(device_type) and head_dim in _flash_head_dims():
+        return kernels.flash_attention
+    if backend == "auto":
+        return None
+    raise RuntimeError(
+        f"attention='triton' needs the smallgpt Triton kernels, which cannot run on {device_type} "
+        "(they need CUDA with compute capability >= 8.0 and triton); use attention='sdpa' or 'auto'"
+    )
 
 
 class CausalSelfAttention(nn.Module):
@@ -205,7 +216,7 @@ class CausalSelfAttention(nn.Module):
             k, v = kv.update(k, v)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal)
         else:
-            flash = _resolve_attention(self.backend, x.device.type)
+            flash = _flash_attention_for(self.backend, x.device.type, C // self.num_heads)
             if flash is not None:
                 y = flash(q, k, v, causal=True, dropout_p=dropout_p)
             else:
@@ -259,12 +270,11 @@ def count_real_tokens(labels: Tensor, pad_token_id: int | None = None) -> Tensor
 
 
 @functools.cache
-def _fused_linear_cross_entropy() -> Callable[..., Tensor] | None:
-    try:
-        from smallgpt.kernels.cross_entropy import linear_cross_entropy
-    except ImportError:
-        return None
-    return linear_cross_entropy
+def _fused_loss_for(device_type: str) -> Callable[..., Tensor] | None:
+    """`smallgpt.kernels.linear_cross_entropy` where the kernels run on `device_type`, else None."""
+    from smallgpt import kernels
+
+    return kernels.linear_cross_entropy if kernels.is_available(device_type) else None
 
 
 class SmallGPT(nn.Module):
@@ -491,8 +501,8 @@ class SmallGPT(nn.Module):
         if self.config.pad_token_id is not None:
             targets = targets.masked_fill(targets == self.config.pad_token_id, IGNORE_INDEX)
         targets = targets.reshape(-1)
-        if not return_logits and hidden.is_cuda:
-            fused = _fused_linear_cross_entropy()
+        if not return_logits:
+            fused = _fused_loss_for(hidden.device.type)
             if fused is not None:
                 loss = fused(
                     hidden[:, :-1].reshape(-1, hidden.size(-1)),
