@@ -119,7 +119,7 @@ impl PieceCounts {
     pub fn add_texts<S: AsRef<str> + Sync>(&mut self, texts: &[S]) {
         let mut segments = Vec::new();
         for text in texts {
-            split_segments(self.pattern, text.as_ref(), &mut segments);
+            split_segments(self.pattern, text.as_ref(), SEGMENT_BYTES, &mut segments);
         }
         self.add_segments(&segments);
     }
@@ -127,36 +127,39 @@ impl PieceCounts {
     /// Counts the pieces of a UTF-8 file's text, reading it in chunks so that memory stays
     /// bounded by the chunk size (plus the counts); the counts equal those of the whole text.
     pub fn add_file(&mut self, path: &Path) -> Result<(), TrainError> {
+        let file = File::open(path).map_err(|source| TrainError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        self.add_stream(file, path, FILE_CHUNK_BYTES)
+    }
+
+    /// Counts the pieces of the UTF-8 text read from `reader`, `chunk_bytes` at a time (`path`
+    /// names it in errors).
+    fn add_stream(
+        &mut self,
+        mut reader: impl Read,
+        path: &Path,
+        chunk_bytes: usize,
+    ) -> Result<(), TrainError> {
         let io_error = |source| TrainError::Io {
             path: path.to_path_buf(),
             source,
         };
-        let mut file = File::open(path).map_err(io_error)?;
-        let mut buf: Vec<u8> = Vec::with_capacity(FILE_CHUNK_BYTES);
-        // File offset of buf[0], and length of buf's prefix already checked to be UTF-8.
+        let mut buf: Vec<u8> = Vec::with_capacity(chunk_bytes);
+        // Offset in the stream of buf[0].
         let mut buf_offset = 0u64;
-        let mut valid = 0usize;
         loop {
-            let read = (&mut file)
-                .take(FILE_CHUNK_BYTES as u64)
+            let read = (&mut reader)
+                .take(chunk_bytes as u64)
                 .read_to_end(&mut buf)
                 .map_err(io_error)?;
             let at_end = read == 0;
-            match std::str::from_utf8(&buf[valid..]) {
-                Ok(_) => valid = buf.len(),
-                // An incomplete character at the end is completed by the next read.
-                Err(e) if e.error_len().is_none() && !at_end => valid += e.valid_up_to(),
-                Err(e) => {
-                    return Err(TrainError::NotUtf8 {
-                        path: path.to_path_buf(),
-                        offset: buf_offset + (valid + e.valid_up_to()) as u64,
-                    })
-                }
-            }
-            let text = std::str::from_utf8(&buf[..valid]).map_err(|e| TrainError::NotUtf8 {
+            let text = utf8_prefix(&buf, at_end).map_err(|offset| TrainError::NotUtf8 {
                 path: path.to_path_buf(),
-                offset: buf_offset + e.valid_up_to() as u64,
+                offset: buf_offset + offset as u64,
             })?;
+            // The text up to the last safe cut is counted now, the rest waits for more text.
             let cut = if at_end {
                 text.len()
             } else {
@@ -164,11 +167,10 @@ impl PieceCounts {
             };
             if cut > 0 {
                 let mut segments = Vec::new();
-                split_segments(self.pattern, &text[..cut], &mut segments);
+                split_segments(self.pattern, &text[..cut], SEGMENT_BYTES, &mut segments);
                 self.add_segments(&segments);
                 buf.drain(..cut);
                 buf_offset += cut as u64;
-                valid -= cut;
             }
             if at_end {
                 return Ok(());
@@ -202,12 +204,30 @@ impl PieceCounts {
     }
 }
 
-/// Appends `text` to `out` as segments of about `SEGMENT_BYTES`, cut only where pre-tokenizing
+/// The longest prefix of `bytes` that is UTF-8 text; an incomplete character at the end is left
+/// out (it is completed by the next read) unless `at_end`. Err: offset of the first bad byte.
+fn utf8_prefix(bytes: &[u8], at_end: bool) -> Result<&str, usize> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Ok(text),
+        // `valid_up_to` ends a UTF-8 prefix, so this conversion cannot fail.
+        Err(e) if e.error_len().is_none() && !at_end => {
+            Ok(std::str::from_utf8(&bytes[..e.valid_up_to()]).unwrap_or_default())
+        }
+        Err(e) => Err(e.valid_up_to()),
+    }
+}
+
+/// Appends `text` to `out` as segments of about `segment_bytes`, cut only where pre-tokenizing
 /// the segments separately gives the pieces of the whole text.
-fn split_segments<'a>(pattern: Pattern, text: &'a str, out: &mut Vec<&'a str>) {
+fn split_segments<'a>(
+    pattern: Pattern,
+    text: &'a str,
+    segment_bytes: usize,
+    out: &mut Vec<&'a str>,
+) {
     let mut rest = text;
-    while rest.len() > SEGMENT_BYTES {
-        let mut window = SEGMENT_BYTES;
+    while rest.len() > segment_bytes {
+        let mut window = segment_bytes;
         let cut = loop {
             if window >= rest.len() {
                 break rest.len();
@@ -461,5 +481,292 @@ fn add_count(pairs: &mut FxHashMap<PairKey, PairStat>, key: PairKey, delta: i64,
         if stat.count == 0 {
             pairs.remove(&key);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pretokenize::pieces;
+
+    const SHAKESPEARE: &str = include_str!("../../python/smallgpt/assets/tinyshakespeare.txt");
+
+    fn specials() -> Vec<String> {
+        vec!["<|endoftext|>".to_owned(), "<|pad|>".to_owned()]
+    }
+
+    fn counts_of(pattern: Pattern, texts: &[&str]) -> PieceCounts {
+        let mut counts = PieceCounts::new(pattern);
+        counts.add_texts(texts);
+        counts
+    }
+
+    fn merged_bytes(vocab: &Vocab) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let bytes = |id: u32| vocab.tokens[id as usize].clone();
+        vocab
+            .merges
+            .iter()
+            .map(|&(l, r, _)| (bytes(l), bytes(r)))
+            .collect()
+    }
+
+    /// Textbook BPE, recounting every pair at every step, with HF's tie-break: equal counts go
+    /// to the smallest (left, right) in HF ids (bytes by byte-level character, then learned
+    /// tokens by age).
+    fn reference_merges(
+        pattern: Pattern,
+        texts: &[&str],
+        learned: usize,
+        min_frequency: u64,
+    ) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut words: FxHashMap<Vec<Vec<u8>>, u64> = FxHashMap::default();
+        for text in texts {
+            for piece in pieces(pattern, text) {
+                let word = piece.bytes().map(|b| vec![b]).collect();
+                *words.entry(word).or_insert(0) += 1;
+            }
+        }
+        let mut hf_id: FxHashMap<Vec<u8>, usize> = FxHashMap::default();
+        let mut by_char: Vec<u8> = (0..=255).collect();
+        by_char.sort_by_key(|&b| byte_level_char(b) as u32);
+        for (i, b) in by_char.into_iter().enumerate() {
+            hf_id.insert(vec![b], i);
+        }
+        let mut merges = Vec::new();
+        while merges.len() < learned {
+            let mut pair_counts: FxHashMap<(Vec<u8>, Vec<u8>), u64> = FxHashMap::default();
+            for (word, &n) in &words {
+                for w in word.windows(2) {
+                    *pair_counts.entry((w[0].clone(), w[1].clone())).or_insert(0) += n;
+                }
+            }
+            let Some((best, &count)) = pair_counts
+                .iter()
+                .max_by_key(|((l, r), &n)| (n, std::cmp::Reverse((hf_id[l], hf_id[r]))))
+            else {
+                break;
+            };
+            if count < min_frequency.max(1) {
+                break;
+            }
+            let best = best.clone();
+            let joined = [best.0.clone(), best.1.clone()].concat();
+            let next = hf_id.len();
+            hf_id.entry(joined.clone()).or_insert(next);
+            words = words
+                .into_iter()
+                .map(|(word, n)| {
+                    let mut out: Vec<Vec<u8>> = Vec::with_capacity(word.len());
+                    let mut i = 0;
+                    while i < word.len() {
+                        if i + 1 < word.len() && word[i] == best.0 && word[i + 1] == best.1 {
+                            out.push(joined.clone());
+                            i += 2;
+                        } else {
+                            out.push(word[i].clone());
+                            i += 1;
+                        }
+                    }
+                    (out, n)
+                })
+                .fold(FxHashMap::default(), |mut acc, (w, n)| {
+                    *acc.entry(w).or_insert(0) += n;
+                    acc
+                });
+            merges.push(best);
+        }
+        merges
+    }
+
+    /// Pseudo-random text over an alphabet with ASCII, control, Latin-1 and multi-byte characters,
+    /// so ties between printable and non-printable bytes occur.
+    fn random_text(seed: u64, len: usize) -> String {
+        let alphabet: Vec<char> = "aab ba  ab\n\u{0}\u{7f}\u{ad}é€😀x.,!'s".chars().collect();
+        let mut state = seed | 1;
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                alphabet[(state % alphabet.len() as u64) as usize]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn merges_match_a_recounting_reference_on_pseudo_random_corpora() {
+        for seed in 1..=12u64 {
+            let texts = [random_text(seed, 300), random_text(seed + 100, 200)];
+            let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+            for pattern in [Pattern::Gpt2, Pattern::Cl100k, Pattern::Whole] {
+                for min_frequency in [0, 2, 3] {
+                    let vocab_size = 256 + 2 + 60;
+                    let vocab = train(
+                        &counts_of(pattern, &texts),
+                        vocab_size,
+                        min_frequency,
+                        &specials(),
+                    )
+                    .expect("training succeeds");
+                    let expected = reference_merges(pattern, &texts, 60, min_frequency);
+                    assert_eq!(merged_bytes(&vocab), expected, "seed {seed} {pattern:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn merges_match_the_reference_on_real_text() {
+        let text = &SHAKESPEARE[..20_000];
+        let vocab = train(
+            &counts_of(Pattern::Gpt2, &[text]),
+            256 + 2 + 150,
+            2,
+            &specials(),
+        )
+        .expect("training succeeds");
+        assert_eq!(
+            merged_bytes(&vocab),
+            reference_merges(Pattern::Gpt2, &[text], 150, 2)
+        );
+    }
+
+    #[test]
+    fn ties_go_to_printable_bytes_before_control_bytes() {
+        // Both pairs occur once; byte order would merge (0, 0) first, HF merges (a, b) first.
+        let counts = counts_of(Pattern::Whole, &["\u{0}\u{0}", "ab"]);
+        let vocab = train(&counts, 258, 0, &[]).expect("training succeeds");
+        assert_eq!(
+            merged_bytes(&vocab),
+            vec![(b"a".to_vec(), b"b".to_vec()), (vec![0], vec![0])]
+        );
+    }
+
+    #[test]
+    fn thread_count_does_not_change_the_counts_or_merges() {
+        let text = &SHAKESPEARE[..200_000];
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .expect("pool");
+            pool.install(|| {
+                let mut counts = PieceCounts::new(Pattern::Gpt2);
+                let mut segments = Vec::new();
+                split_segments(Pattern::Gpt2, text, 10_000, &mut segments);
+                counts.add_segments(&segments);
+                let vocab = train(&counts, 600, 2, &specials()).expect("training succeeds");
+                (counts.counts, vocab)
+            })
+        };
+        let (counts_1, vocab_1) = run(1);
+        for threads in [2, 3, 5] {
+            let (counts_n, vocab_n) = run(threads);
+            assert_eq!(counts_n, counts_1);
+            assert_eq!(vocab_n, vocab_1);
+        }
+    }
+
+    #[test]
+    fn segments_pretokenize_like_the_whole_text() {
+        let text = format!("{}{}", &SHAKESPEARE[..30_000], random_text(7, 3_000));
+        let spaces = " ".repeat(5_000);
+        for pattern in [Pattern::Gpt2, Pattern::Cl100k, Pattern::Whole] {
+            for text in [text.as_str(), spaces.as_str()] {
+                let mut segments = Vec::new();
+                split_segments(pattern, text, 1_000, &mut segments);
+                assert_eq!(segments.concat(), text);
+                let split: Vec<&str> = segments.iter().flat_map(|s| pieces(pattern, s)).collect();
+                assert_eq!(split, pieces(pattern, text));
+            }
+        }
+    }
+
+    #[test]
+    fn streamed_counts_equal_whole_text_counts() {
+        let text = format!("{}{}", &SHAKESPEARE[..20_000], random_text(3, 5_000));
+        for pattern in [Pattern::Gpt2, Pattern::Cl100k, Pattern::Whole] {
+            let whole = counts_of(pattern, &[&text]);
+            for chunk in [1, 7, 997, 100_000] {
+                let mut streamed = PieceCounts::new(pattern);
+                streamed
+                    .add_stream(text.as_bytes(), Path::new("text"), chunk)
+                    .expect("valid UTF-8");
+                assert_eq!(streamed.counts, whole.counts, "{pattern:?} chunk {chunk}");
+                assert_eq!(streamed.total_bytes, text.len() as u64);
+            }
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_is_reported_with_its_offset() {
+        let mut bytes = "é".repeat(1_000).into_bytes();
+        bytes[1_501] = 0xFF;
+        let mut counts = PieceCounts::new(Pattern::Gpt2);
+        match counts.add_stream(&bytes[..], Path::new("bad.txt"), 300) {
+            Err(TrainError::NotUtf8 { path, offset }) => {
+                assert_eq!((path, offset), (PathBuf::from("bad.txt"), 1_500));
+            }
+            other => panic!("expected NotUtf8, got {other:?}"),
+        }
+        // A character cut off by the end of the file is an error too.
+        let mut counts = PieceCounts::new(Pattern::Gpt2);
+        let truncated = &"aé".as_bytes()[..2];
+        assert!(matches!(
+            counts.add_stream(truncated, Path::new("t"), 1),
+            Err(TrainError::NotUtf8 { offset: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn missing_file_is_an_io_error_naming_it() {
+        let mut counts = PieceCounts::new(Pattern::Gpt2);
+        let err = counts
+            .add_file(Path::new("/no/such/corpus.txt"))
+            .expect_err("missing file");
+        assert!(matches!(&err, TrainError::Io { source, .. }
+            if source.kind() == std::io::ErrorKind::NotFound));
+        assert!(err.to_string().contains("/no/such/corpus.txt"));
+    }
+
+    #[test]
+    fn vocab_size_counts_bytes_learned_tokens_and_specials() {
+        let counts = counts_of(Pattern::Gpt2, &[&SHAKESPEARE[..50_000]]);
+        let vocab = train(&counts, 300, 2, &specials()).expect("training succeeds");
+        assert_eq!(vocab.vocab_size(), 300);
+        assert_eq!(vocab.tokens.len(), 298);
+        assert_eq!(
+            vocab.specials,
+            vec![
+                ("<|endoftext|>".to_owned(), 298),
+                ("<|pad|>".to_owned(), 299)
+            ]
+        );
+    }
+
+    #[test]
+    fn training_stops_when_no_pair_is_frequent_enough() {
+        let counts = counts_of(Pattern::Gpt2, &["ab ab ab cd cd"]);
+        let vocab = train(&counts, 1_000, 3, &[]).expect("training succeeds");
+        // (a, b) occurs 3 times, every other pair twice.
+        assert_eq!(merged_bytes(&vocab), vec![(b"a".to_vec(), b"b".to_vec())]);
+        assert_eq!(vocab.vocab_size(), 257);
+    }
+
+    #[test]
+    fn bad_settings_and_empty_corpora_are_errors() {
+        let counts = counts_of(Pattern::Gpt2, &["hello"]);
+        let too_small = train(&counts, 257, 2, &specials()).expect_err("too small");
+        assert!(too_small.to_string().contains("at least 256"));
+        let twice = vec!["<|x|>".to_owned(), "<|x|>".to_owned()];
+        assert!(matches!(
+            train(&counts, 1_000, 2, &twice),
+            Err(TrainError::Config(_))
+        ));
+        let empty = counts_of(Pattern::Gpt2, &["", ""]);
+        assert!(matches!(
+            train(&empty, 1_000, 2, &[]),
+            Err(TrainError::EmptyCorpus)
+        ));
     }
 }

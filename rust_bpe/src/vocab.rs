@@ -374,3 +374,168 @@ fn base64(bytes: &[u8]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::{train, PieceCounts};
+
+    fn trained() -> Vocab {
+        let mut counts = PieceCounts::new(Pattern::Cl100k);
+        counts.add_texts(&["Hello hello, wörld! héllo wörld 123 4567 \n\n  tabs\there 😀😀"]);
+        let specials = ["<|endoftext|>".to_owned(), "<|pad|>".to_owned()];
+        train(&counts, 290, 1, &specials).expect("training succeeds")
+    }
+
+    #[test]
+    fn byte_level_chars_are_gpt2s() {
+        assert_eq!(byte_level_char(b' '), '\u{120}'); // 'Ġ'
+        assert_eq!(byte_level_char(b'\n'), '\u{10A}'); // 'Ċ'
+        assert_eq!(byte_level_char(0), '\u{100}');
+        assert_eq!(byte_level_char(0x7F), '\u{121}');
+        assert_eq!(byte_level_char(0xAD), '\u{143}');
+        assert_eq!(byte_level_char(b'!'), '!');
+        assert_eq!(byte_level_char(0xFF), 'ÿ');
+        let distinct: FxHashSet<char> = (0..=255u8).map(byte_level_char).collect();
+        assert_eq!(distinct.len(), 256);
+    }
+
+    #[test]
+    fn json_round_trip_keeps_everything() {
+        let vocab = trained();
+        assert!(!vocab.merges.is_empty());
+        assert_eq!(Vocab::from_json(&vocab.to_json()), Ok(vocab));
+    }
+
+    #[test]
+    fn merge_to_an_existing_string_reuses_its_id() {
+        let mut recorder = MergeRecorder::new(Pattern::Gpt2);
+        let ab = recorder.merge(u32::from(b'a'), u32::from(b'b'));
+        let abc = recorder.merge(ab, u32::from(b'c'));
+        let bc = recorder.merge(u32::from(b'b'), u32::from(b'c'));
+        assert_eq!(recorder.merge(u32::from(b'a'), bc), abc);
+        let vocab = recorder
+            .finish(&["<|endoftext|>".to_owned()])
+            .expect("valid");
+        assert_eq!(vocab.tokens.len(), 259);
+        assert_eq!(vocab.merges.len(), 4);
+        assert_eq!(vocab.specials, vec![("<|endoftext|>".to_owned(), 259)]);
+        assert_eq!(Vocab::from_json(&vocab.to_json()), Ok(vocab));
+    }
+
+    fn load_error(text: &str) -> String {
+        Vocab::from_json(text).expect_err("invalid file")
+    }
+
+    fn file_with(merges: &str, specials: &str) -> String {
+        format!(
+            r#"{{"format": "smallgpt-bpe", "version": 1, "pattern": "gpt2",
+                "specials": {specials}, "merges": {merges}}}"#
+        )
+    }
+
+    #[test]
+    fn foreign_and_corrupt_files_are_rejected_with_the_reason() {
+        let cases = [
+            ("{not json".to_owned(), "invalid JSON"),
+            ("[1, 2]".to_owned(), "not an object"),
+            (r#"{"model": {"type": "BPE"}}"#.to_owned(), "Hugging Face"),
+            (r#"{"format": "other"}"#.to_owned(), "format is \"other\""),
+            (r#"{"version": 1}"#.to_owned(), "no \"format\" field"),
+            (
+                r#"{"format": "smallgpt-bpe", "version": 2}"#.to_owned(),
+                "unsupported smallgpt tokenizer file version 2",
+            ),
+            (
+                file_with("[]", "[]").replace("\"gpt2\"", "\"gpt5\""),
+                "unknown pre-tokenization pattern",
+            ),
+            (
+                file_with("[]", "[]").replace("}", r#", "extra": 1}"#),
+                "extra",
+            ),
+            (
+                file_with(r#"[["6x", "62"]]"#, "[]"),
+                "\"6x\" is not the hex",
+            ),
+            (file_with(r#"[["", "62"]]"#, "[]"), "is not the hex"),
+            (
+                file_with(r#"[["6162", "63"]]"#, "[]"),
+                "part \"6162\" is not a token defined before this merge",
+            ),
+            (
+                file_with(r#"[["61", "62"], ["61", "62"]]"#, "[]"),
+                "merge 1 (\"61\", \"62\") repeats merge 0",
+            ),
+            (file_with("[]", r#"["<a>", "<a>"]"#), "listed twice"),
+            (file_with("[]", r#"[""]"#), "non-empty"),
+            (
+                file_with(r#"[["61"]]"#, "[]"),
+                "invalid smallgpt tokenizer file",
+            ),
+        ];
+        for (text, expected) in cases {
+            let error = load_error(&text);
+            assert!(error.contains(expected), "{text}: {error}");
+        }
+    }
+
+    #[test]
+    fn base64_matches_rfc_4648_vectors() {
+        let vectors = [
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ];
+        for (plain, encoded) in vectors {
+            assert_eq!(base64(plain.as_bytes()), encoded);
+        }
+        assert_eq!(base64(&[0xFF, 0xFE]), "//4=");
+    }
+
+    #[test]
+    fn tiktoken_ranks_list_every_regular_token_in_id_order() {
+        let vocab = trained();
+        let ranks = vocab.tiktoken_ranks();
+        let lines: Vec<&str> = ranks.lines().collect();
+        assert_eq!(lines.len(), vocab.tokens.len());
+        assert_eq!(lines[0], "AA== 0");
+        assert_eq!(lines[97], "YQ== 97");
+        for (id, line) in lines.iter().enumerate() {
+            let expected = format!("{} {id}", base64(&vocab.tokens[id]));
+            assert_eq!(*line, expected);
+        }
+    }
+
+    #[test]
+    fn hf_json_holds_byte_level_vocab_merges_and_specials() {
+        let vocab = trained();
+        let hf: Value = serde_json::from_str(&vocab.hf_tokenizer_json()).expect("valid JSON");
+        let model = &hf["model"];
+        assert_eq!(model["type"], "BPE");
+        assert_eq!(model["vocab"]["Ġ"], 32);
+        assert_eq!(
+            model["vocab"].as_object().map(|m| m.len()),
+            Some(vocab.tokens.len())
+        );
+        let merges = model["merges"].as_array().expect("merges");
+        assert_eq!(merges.len(), vocab.merges.len());
+        let (l, r, id) = vocab.merges[0];
+        let first = format!(
+            "{} {}",
+            byte_level_string(&vocab.tokens[l as usize]),
+            byte_level_string(&vocab.tokens[r as usize])
+        );
+        assert_eq!(merges[0], Value::String(first));
+        assert_eq!(
+            model["vocab"][byte_level_string(&vocab.tokens[id as usize])],
+            id
+        );
+        assert_eq!(hf["added_tokens"][1]["content"], "<|pad|>");
+        assert_eq!(hf["added_tokens"][1]["id"], vocab.tokens.len() + 1);
+        assert_eq!(hf["pre_tokenizer"]["pretokenizers"][0]["type"], "Split");
+    }
+}
