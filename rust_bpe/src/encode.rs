@@ -12,7 +12,7 @@ use std::collections::BinaryHeap;
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 
-use crate::pretokenize::{for_each_piece, last_safe_cut, Pattern};
+use crate::pretokenize::{for_each_span, last_safe_cut, Pattern};
 use crate::vocab::Vocab;
 
 /// Pieces up to this many bytes merge with a quadratic scan (fast for short pieces); longer ones
@@ -28,6 +28,9 @@ pub struct Encoder {
     pattern: Pattern,
     /// Regular token bytes -> id.
     token_ids: FxHashMap<Vec<u8>, u32>,
+    /// The same for tokens of at most `PACKED_MAX` bytes, keyed by `pack(bytes)`: hashing and
+    /// comparing one integer is much cheaper than a byte string, and most pieces are short.
+    short_ids: FxHashMap<u128, u32>,
     /// (left id << 32 | right id) -> id of the token their bytes concatenate to.
     pairs: FxHashMap<u64, u32>,
     /// Id of each single byte.
@@ -46,6 +49,33 @@ struct Scratch {
     next: Vec<u32>,
     prev: Vec<u32>,
     heap: BinaryHeap<Reverse<u64>>,
+}
+
+/// A small direct-mapped cache of the pieces last found to be single tokens. Word frequencies
+/// are Zipfian, so it answers most lookups from L1/L2 cache instead of the large token table.
+struct RecentTokens {
+    /// Packed piece keys; 0 (no piece packs to 0: the length byte is at least 2) marks empty.
+    keys: Vec<u128>,
+    ids: Vec<u32>,
+    shift: u32,
+}
+
+impl RecentTokens {
+    /// A cache sized to the text: no larger than it can fill, at most 4096 entries.
+    fn for_text_len(len: usize) -> RecentTokens {
+        let size = (len / 16).clamp(16, 4096).next_power_of_two();
+        RecentTokens {
+            keys: vec![0; size],
+            ids: vec![0; size],
+            shift: 64 - size.trailing_zeros(),
+        }
+    }
+
+    #[inline(always)]
+    fn slot(&self, key: u128) -> usize {
+        let mixed = (key as u64 ^ (key >> 64) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        (mixed >> self.shift) as usize
+    }
 }
 
 /// An error for an id that is not in the vocabulary.
@@ -86,6 +116,10 @@ impl Encoder {
                 }
             }
         }
+        let short_ids = token_ids
+            .iter()
+            .filter_map(|(bytes, &id)| pack(bytes).map(|key| (key, id)))
+            .collect();
         let mut byte_ids = [0u32; 256];
         for (b, slot) in byte_ids.iter_mut().enumerate() {
             *slot = token_ids.get(&[b as u8][..]).copied().unwrap_or(b as u32);
@@ -110,6 +144,7 @@ impl Encoder {
         Encoder {
             pattern: vocab.pattern,
             token_ids,
+            short_ids,
             pairs,
             byte_ids,
             bytes,
@@ -142,22 +177,40 @@ impl Encoder {
 
     /// Appends the ids of `text` (special token strings as plain text) to `out`.
     pub fn encode_ordinary_into(&self, text: &str, out: &mut Vec<u32>) {
-        // Each distinct piece is encoded once per call; repeats copy the ids it wrote first.
-        let mut seen: FxHashMap<&str, (usize, usize)> = FxHashMap::default();
+        let mut recent = RecentTokens::for_text_len(text.len());
+        // Each distinct piece that is not a token is merged once per call; repeats copy the ids
+        // it wrote first (their range in `out`).
+        let mut seen_short: FxHashMap<u128, (usize, usize)> = FxHashMap::default();
+        let mut seen_long: FxHashMap<&[u8], (usize, usize)> = FxHashMap::default();
         let mut scratch = Scratch::default();
-        for_each_piece(self.pattern, text, |piece| {
-            let bytes = piece.as_bytes();
-            if bytes.len() == 1 {
-                out.push(self.byte_ids[bytes[0] as usize]);
-                return;
-            }
-            if let Some(&(start, end)) = seen.get(piece) {
-                out.extend_from_within(start..end);
+        let bytes = text.as_bytes();
+        for_each_span(self.pattern, text, |s, e| {
+            let piece = &bytes[s..e];
+            if piece.len() == 1 {
+                out.push(self.byte_ids[piece[0] as usize]);
                 return;
             }
             let start = out.len();
-            self.encode_piece(bytes, out, &mut scratch);
-            seen.insert(piece, (start, out.len()));
+            if let Some(key) = pack_at(bytes, s, e) {
+                let slot = recent.slot(key);
+                if recent.keys[slot] == key {
+                    out.push(recent.ids[slot]);
+                } else if let Some(&id) = self.short_ids.get(&key) {
+                    recent.keys[slot] = key;
+                    recent.ids[slot] = id;
+                    out.push(id);
+                } else if let Some(&(from, to)) = seen_short.get(&key) {
+                    out.extend_from_within(from..to);
+                } else {
+                    self.merge_short(piece, out, &mut scratch);
+                    seen_short.insert(key, (start, out.len()));
+                }
+            } else if let Some(&(from, to)) = seen_long.get(piece) {
+                out.extend_from_within(from..to);
+            } else {
+                self.encode_piece(piece, out, &mut scratch);
+                seen_long.insert(piece, (start, out.len()));
+            }
         });
     }
 
@@ -209,7 +262,13 @@ impl Encoder {
     /// Encodes `text` (special strings as plain text) on the current rayon pool, in chunks cut
     /// where pre-tokenization allows, so the ids equal `encode_ordinary(text)`.
     pub fn encode_ordinary_parallel(&self, text: &str) -> Vec<u32> {
-        let chunks = split_for_parallel(self.pattern, text, PARALLEL_CHUNK);
+        let threads = rayon::current_num_threads();
+        if threads == 1 {
+            return self.encode_ordinary(text);
+        }
+        // A few chunks per thread balance the load; larger chunks keep the piece caches warm.
+        let target = PARALLEL_CHUNK.max(text.len() / (4 * threads));
+        let chunks = split_for_parallel(self.pattern, text, target);
         if chunks.len() == 1 {
             return self.encode_ordinary(text);
         }
@@ -353,6 +412,41 @@ impl Encoder {
             out.extend_from_slice(self.id_to_bytes(id)?);
         }
         Ok(out)
+    }
+}
+
+/// Byte strings up to this long are packed into one integer key.
+const PACKED_MAX: usize = 15;
+
+/// `bytes` (at most `PACKED_MAX` of them) and their length in one integer; distinct strings
+/// give distinct keys.
+#[inline(always)]
+fn pack(bytes: &[u8]) -> Option<u128> {
+    if bytes.len() > PACKED_MAX {
+        return None;
+    }
+    let mut buf = [0u8; 16];
+    buf[..bytes.len()].copy_from_slice(bytes);
+    buf[PACKED_MAX] = bytes.len() as u8;
+    Some(u128::from_le_bytes(buf))
+}
+
+/// `pack(&text[start..end])`, reading the bytes with one unaligned load where the text is
+/// long enough.
+#[inline(always)]
+fn pack_at(text: &[u8], start: usize, end: usize) -> Option<u128> {
+    let len = end - start;
+    if len > PACKED_MAX {
+        return None;
+    }
+    match text.get(start..start + 16) {
+        Some(window) => {
+            let mut buf = [0u8; 16];
+            buf.copy_from_slice(window);
+            let word = u128::from_le_bytes(buf) & ((1u128 << (8 * len)) - 1);
+            Some(word | (len as u128) << (8 * PACKED_MAX))
+        }
+        None => pack(&text[start..end]),
     }
 }
 

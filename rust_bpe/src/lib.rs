@@ -19,7 +19,8 @@ mod python {
     use pyo3::exceptions::{PyFileNotFoundError, PyOSError, PyValueError};
     use pyo3::prelude::*;
     use pyo3::pybacked::PyBackedStr;
-    use pyo3::types::PyBytes;
+    use pyo3::sync::PyOnceLock;
+    use pyo3::types::{PyBytes, PyList};
     use rayon::prelude::*;
 
     use crate::decode::Utf8Stream;
@@ -85,13 +86,39 @@ mod python {
     pub struct BpeCore {
         pub(crate) vocab: Vocab,
         pub(crate) encoder: Encoder,
+        /// One Python int per id, made on first use: lists of ids are then built by reference
+        /// counting instead of allocating an int per token.
+        id_objects: PyOnceLock<Vec<Py<PyAny>>>,
     }
 
     impl BpeCore {
         /// Wraps a vocabulary (from training or loading) with its encoder.
         pub(crate) fn from_vocab(vocab: Vocab) -> BpeCore {
             let encoder = Encoder::new(&vocab);
-            BpeCore { vocab, encoder }
+            BpeCore {
+                vocab,
+                encoder,
+                id_objects: PyOnceLock::new(),
+            }
+        }
+
+        /// `ids` as a Python list of ints.
+        fn id_list<'py>(&self, py: Python<'py>, ids: &[u32]) -> PyResult<Bound<'py, PyList>> {
+            let objects = self.id_objects.get_or_try_init(py, || {
+                (0..self.encoder.vocab_size() as u32)
+                    .map(|id| Ok(id.into_pyobject(py)?.into_any().unbind()))
+                    .collect::<PyResult<Vec<_>>>()
+            })?;
+            PyList::new(
+                py,
+                ids.iter().map(|&id| match objects.get(id as usize) {
+                    Some(object) => object.bind(py).clone(),
+                    None => id
+                        .into_pyobject(py)
+                        .map(|o| o.into_any())
+                        .unwrap_or_else(|e| match e {}),
+                }),
+            )
         }
 
         /// Encodes a file, calling `progress(bytes_done)` (if given) after each chunk and
@@ -182,27 +209,38 @@ mod python {
 
         /// Ids of `text`; special strings are text except those whose ids are in `allowed`.
         #[pyo3(signature = (text, allowed=Vec::new()))]
-        fn encode(&self, py: Python<'_>, text: &str, allowed: Vec<u32>) -> Vec<u32> {
-            py.detach(|| self.encoder.encode_with_specials(text, &allowed))
+        fn encode<'py>(
+            &self,
+            py: Python<'py>,
+            text: &str,
+            allowed: Vec<u32>,
+        ) -> PyResult<Bound<'py, PyList>> {
+            let ids = py.detach(|| self.encoder.encode_with_specials(text, &allowed));
+            self.id_list(py, &ids)
         }
 
         /// `encode` of each text, in parallel.
         #[pyo3(signature = (texts, allowed=Vec::new(), num_threads=None))]
-        fn encode_batch(
+        fn encode_batch<'py>(
             &self,
-            py: Python<'_>,
+            py: Python<'py>,
             texts: Vec<PyBackedStr>,
             allowed: Vec<u32>,
             num_threads: Option<usize>,
-        ) -> PyResult<Vec<Vec<u32>>> {
-            py.detach(|| {
+        ) -> PyResult<Bound<'py, PyList>> {
+            let all: Vec<Vec<u32>> = py.detach(|| {
                 on_pool(num_threads, || {
                     texts
                         .par_iter()
                         .map(|t| self.encoder.encode_with_specials(t, &allowed))
                         .collect()
                 })
-            })
+            })?;
+            let lists = all
+                .iter()
+                .map(|ids| self.id_list(py, ids))
+                .collect::<PyResult<Vec<_>>>()?;
+            PyList::new(py, lists)
         }
 
         /// Ids of `text` (special strings as text) as a numpy array, uint16 when the vocabulary

@@ -65,21 +65,31 @@ enum Class {
 
 const CLASSES: [Class; 4] = [Class::Other, Class::Letter, Class::Number, Class::Space];
 
+/// The class of any code point, from the generated trie.
 #[inline(always)]
-fn class_of(cp: u32) -> Class {
+const fn class_of(cp: u32) -> Class {
     let block = BLOCK_INDEX[(cp >> BLOCK_SHIFT) as usize] as usize;
     let low = cp & ((1 << BLOCK_SHIFT) - 1);
     let byte = BLOCKS[block][(low >> 2) as usize];
     CLASSES[((byte >> ((low & 3) * 2)) & 3) as usize]
 }
 
-/// The code point starting at byte `i` of valid UTF-8, and its length in bytes.
+/// Classes of the ASCII characters, so that ASCII text never walks the trie.
+static ASCII_CLASS: [Class; 128] = {
+    let mut table = [Class::Other; 128];
+    let mut i = 0;
+    while i < 128 {
+        table[i] = class_of(i as u32);
+        i += 1;
+    }
+    table
+};
+
+/// The code point starting at byte `i` of valid UTF-8 (a non-ASCII lead byte), and its length.
 #[inline(always)]
-fn decode(b: &[u8], i: usize) -> (u32, usize) {
+fn decode_multibyte(b: &[u8], i: usize) -> (u32, usize) {
     let b0 = b[i] as u32;
-    if b0 < 0x80 {
-        (b0, 1)
-    } else if b0 < 0xE0 {
+    if b0 < 0xE0 {
         (((b0 & 0x1F) << 6) | (b[i + 1] as u32 & 0x3F), 2)
     } else if b0 < 0xF0 {
         let cp = ((b0 & 0x0F) << 12) | ((b[i + 1] as u32 & 0x3F) << 6) | (b[i + 2] as u32 & 0x3F);
@@ -96,8 +106,13 @@ fn decode(b: &[u8], i: usize) -> (u32, usize) {
 /// The class and byte length of the character at byte `i`.
 #[inline(always)]
 fn char_at(b: &[u8], i: usize) -> (Class, usize) {
-    let (cp, len) = decode(b, i);
-    (class_of(cp), len)
+    let b0 = b[i];
+    if b0 < 0x80 {
+        (ASCII_CLASS[b0 as usize], 1)
+    } else {
+        let (cp, len) = decode_multibyte(b, i);
+        (class_of(cp), len)
+    }
 }
 
 /// The class of the character at byte `i`, or None at the end of the text.
@@ -110,11 +125,19 @@ fn class_at(b: &[u8], i: usize) -> Option<Class> {
 #[inline(always)]
 fn run_end(b: &[u8], mut i: usize, class: Class) -> usize {
     while i < b.len() {
-        let (c, len) = char_at(b, i);
-        if c != class {
-            break;
+        let b0 = b[i];
+        if b0 < 0x80 {
+            if ASCII_CLASS[b0 as usize] != class {
+                break;
+            }
+            i += 1;
+        } else {
+            let (cp, len) = decode_multibyte(b, i);
+            if class_of(cp) != class {
+                break;
+            }
+            i += len;
         }
-        i += len;
     }
     i
 }
@@ -202,6 +225,7 @@ fn trailing_space_end(run: &SpaceRun, text_len: usize) -> usize {
 }
 
 /// End of the GPT-2 piece starting at byte `s` (< text length).
+#[inline(always)]
 fn gpt2_piece_end(b: &[u8], s: usize) -> usize {
     if b[s] == b'\'' {
         if let Some(len) = contraction_len(b, s, false) {
@@ -226,6 +250,7 @@ fn gpt2_piece_end(b: &[u8], s: usize) -> usize {
 }
 
 /// End of the cl100k piece starting at byte `s` (< text length).
+#[inline(always)]
 fn cl100k_piece_end(b: &[u8], s: usize) -> usize {
     if b[s] == b'\'' {
         if let Some(len) = contraction_len(b, s, true) {
@@ -265,22 +290,29 @@ fn cl100k_piece_end(b: &[u8], s: usize) -> usize {
 /// Calls `f` for each pre-token piece of `text`, in order; the pieces concatenate to `text`.
 #[inline]
 pub fn for_each_piece<'a>(pattern: Pattern, text: &'a str, mut f: impl FnMut(&'a str)) {
+    // Pieces end on character boundaries: every scanner branch advances by whole characters.
+    for_each_span(pattern, text, |start, end| f(&text[start..end]));
+}
+
+/// Calls `f(start, end)` with the byte range of each pre-token piece of `text`, in order.
+#[inline]
+pub fn for_each_span(pattern: Pattern, text: &str, f: impl FnMut(usize, usize)) {
     let b = text.as_bytes();
-    let piece_end = match pattern {
-        Pattern::Gpt2 => gpt2_piece_end,
-        Pattern::Cl100k => cl100k_piece_end,
-        Pattern::Whole => {
-            if !text.is_empty() {
-                f(text);
-            }
-            return;
-        }
-    };
+    match pattern {
+        Pattern::Gpt2 => scan(b, gpt2_piece_end, f),
+        Pattern::Cl100k => scan(b, cl100k_piece_end, f),
+        Pattern::Whole => scan(b, |b, _| b.len(), f),
+    }
+}
+
+/// Cuts `b` into consecutive pieces; `piece_end` is a function item, so each pattern gets its
+/// own loop with the scanner inlined.
+#[inline(always)]
+fn scan(b: &[u8], piece_end: impl Fn(&[u8], usize) -> usize, mut f: impl FnMut(usize, usize)) {
     let mut start = 0;
     while start < b.len() {
         let end = piece_end(b, start);
-        // Pieces end on character boundaries: every branch advances by whole characters.
-        f(&text[start..end]);
+        f(start, end);
         start = end;
     }
 }
