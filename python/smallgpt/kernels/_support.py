@@ -62,7 +62,13 @@ def dot_precision(dtype: torch.dtype) -> str:
 
 
 def require_available(device: torch.device, what: str) -> None:
-    """Raise RuntimeError naming `what` when the kernels cannot run on `device`."""
+    """Raise RuntimeError naming `what` when the kernels cannot run on `device`.
+
+    Skipped while torch.compile traces (the device queries would break the graph); there the
+    kernel launch itself fails on an unusable device.
+    """
+    if torch.compiler.is_compiling():
+        return
     if not is_available(device):
         raise RuntimeError(
             f"{what} needs a CUDA device (compute capability >= 8.0) with triton installed, or "
