@@ -30,6 +30,7 @@
 use std::collections::BinaryHeap;
 use std::fmt;
 use std::fs::File;
+use std::hash::Hash;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -86,8 +87,82 @@ impl std::error::Error for TrainError {}
 /// there are.
 pub struct PieceCounts {
     pattern: Pattern,
-    counts: FxHashMap<Box<[u8]>, u64>,
+    counts: Tally<Box<[u8]>>,
     total_bytes: u64,
+}
+
+/// Pieces of at most this many bytes are counted under a packed integer key.
+const PACKED_MAX: usize = 15;
+
+/// A short piece as one integer (its bytes, then its length in the top byte): hashing and
+/// comparing an integer is much cheaper than a string, and most pieces are short.
+fn pack(bytes: &[u8]) -> Option<u128> {
+    (bytes.len() <= PACKED_MAX).then(|| {
+        let mut packed = [0u8; 16];
+        packed[..bytes.len()].copy_from_slice(bytes);
+        packed[15] = bytes.len() as u8;
+        u128::from_le_bytes(packed)
+    })
+}
+
+/// Occurrence counts of pieces: short ones under packed keys, long ones under `K` (a borrowed
+/// `&str` while counting a text, owned bytes in the totals).
+#[derive(Debug, PartialEq)]
+struct Tally<K: Eq + Hash> {
+    short: FxHashMap<u128, u64>,
+    long: FxHashMap<K, u64>,
+}
+
+impl<K: Eq + Hash> Default for Tally<K> {
+    fn default() -> Self {
+        Tally {
+            short: FxHashMap::default(),
+            long: FxHashMap::default(),
+        }
+    }
+}
+
+impl<K: Eq + Hash> Tally<K> {
+    fn len(&self) -> usize {
+        self.short.len() + self.long.len()
+    }
+}
+
+impl<'a> Tally<&'a str> {
+    fn count(&mut self, piece: &'a str) {
+        match pack(piece.as_bytes()) {
+            Some(key) => *self.short.entry(key).or_insert(0) += 1,
+            None => *self.long.entry(piece).or_insert(0) += 1,
+        }
+    }
+}
+
+impl Tally<Box<[u8]>> {
+    /// Adds the counts of one text's tally.
+    fn absorb(&mut self, other: Tally<&str>) {
+        for (key, n) in other.short {
+            *self.short.entry(key).or_insert(0) += n;
+        }
+        for (piece, n) in other.long {
+            match self.long.get_mut(piece.as_bytes()) {
+                Some(count) => *count += n,
+                None => {
+                    self.long.insert(piece.as_bytes().into(), n);
+                }
+            }
+        }
+    }
+
+    /// Calls `f(piece bytes, count)` for every distinct piece.
+    fn for_each(&self, mut f: impl FnMut(&[u8], u64)) {
+        for (&key, &n) in &self.short {
+            let packed = key.to_le_bytes();
+            f(&packed[..packed[15] as usize], n);
+        }
+        for (piece, &n) in &self.long {
+            f(piece, n);
+        }
+    }
 }
 
 impl PieceCounts {
@@ -95,7 +170,7 @@ impl PieceCounts {
     pub fn new(pattern: Pattern) -> PieceCounts {
         PieceCounts {
             pattern,
-            counts: FxHashMap::default(),
+            counts: Tally::default(),
             total_bytes: 0,
         }
     }
@@ -181,24 +256,15 @@ impl PieceCounts {
     /// Counts segments (each cut at safe places) in parallel into the totals.
     fn add_segments(&mut self, segments: &[&str]) {
         let pattern = self.pattern;
-        let partial: Vec<FxHashMap<&str, u64>> = segments
+        let partial: Vec<Tally<&str>> = segments
             .par_iter()
-            .fold(FxHashMap::default, |mut map, segment| {
-                for_each_piece(pattern, segment, |piece| {
-                    *map.entry(piece).or_insert(0) += 1
-                });
-                map
+            .fold(Tally::default, |mut tally, segment| {
+                for_each_piece(pattern, segment, |piece| tally.count(piece));
+                tally
             })
             .collect();
-        for map in partial {
-            for (piece, n) in map {
-                match self.counts.get_mut(piece.as_bytes()) {
-                    Some(count) => *count += n,
-                    None => {
-                        self.counts.insert(piece.as_bytes().into(), n);
-                    }
-                }
-            }
+        for tally in partial {
+            self.counts.absorb(tally);
         }
         self.total_bytes += segments.iter().map(|s| s.len() as u64).sum::<u64>();
     }
@@ -304,6 +370,9 @@ fn split_key(key: PairKey) -> (u32, u32) {
     ((key >> 32) as u32, key as u32)
 }
 
+/// Length and weight precede each word's symbols in `MergeState::words`.
+const WORD_HEADER: usize = 3;
+
 /// A pair's current count and the words that may contain it (maybe some no longer do).
 #[derive(Default)]
 struct PairStat {
@@ -314,12 +383,10 @@ struct PairStat {
 /// The words being merged and the pair statistics, in internal ids: bytes are numbered by HF's
 /// order (see the module docs), learned tokens keep their vocabulary id (256 + n).
 struct MergeState {
-    /// The symbols of every word, one after another; word `w` occupies
-    /// `symbols[starts[w]..starts[w] + lens[w]]` (it shrinks as merges apply).
-    symbols: Vec<u32>,
-    starts: Vec<u32>,
-    lens: Vec<u32>,
-    weights: Vec<i64>,
+    /// Every word as `[length, weight's low 32 bits, weight's high 32 bits, symbols...]`, one
+    /// after another; a word is named by the offset of its header. Words shrink in place as
+    /// merges apply. Keeping a word's header beside its symbols makes a visit touch one place.
+    words: Vec<u32>,
     pairs: FxHashMap<PairKey, PairStat>,
     heap: BinaryHeap<(i64, std::cmp::Reverse<PairKey>)>,
     /// byte -> internal id, and internal id (< 256) -> byte.
@@ -336,35 +403,34 @@ impl MergeState {
             byte_rank[b as usize] = rank as u32;
         }
         let mut state = MergeState {
-            symbols: Vec::new(),
-            starts: Vec::new(),
-            lens: Vec::new(),
-            weights: Vec::new(),
+            words: Vec::new(),
             pairs: FxHashMap::default(),
             heap: BinaryHeap::new(),
             byte_rank,
             rank_byte,
         };
-        // Single-byte words have no pair and never change the merges.
-        let words = counts.counts.iter().filter(|(piece, _)| piece.len() > 1);
-        for (piece, &count) in words {
-            let word = state.starts.len() as u32;
-            state.starts.push(state.symbols.len() as u32);
-            state.lens.push(piece.len() as u32);
-            state.weights.push(count as i64);
-            let start = state.symbols.len();
+        counts.counts.for_each(|piece, count| {
+            // Single-byte words have no pair and never change the merges.
+            if piece.len() < 2 {
+                return;
+            }
+            let word = state.words.len() as u32;
             state
-                .symbols
+                .words
+                .extend([piece.len() as u32, count as u32, (count >> 32) as u32]);
+            let start = state.words.len();
+            state
+                .words
                 .extend(piece.iter().map(|&b| state.byte_rank[b as usize]));
-            for i in start..state.symbols.len() - 1 {
-                let key = pair_key(state.symbols[i], state.symbols[i + 1]);
+            for i in start..state.words.len() - 1 {
+                let key = pair_key(state.words[i], state.words[i + 1]);
                 let stat = state.pairs.entry(key).or_default();
                 stat.count += count as i64;
                 if stat.words.last() != Some(&word) {
                     stat.words.push(word);
                 }
             }
-        }
+        });
         state.heap = state
             .pairs
             .iter()
@@ -422,11 +488,10 @@ impl MergeState {
             .unwrap_or_default();
         let mut created: Vec<PairKey> = Vec::new();
         for &word in &words {
-            let w = word as usize;
-            let start = self.starts[w] as usize;
-            let len = self.lens[w] as usize;
-            let weight = self.weights[w];
-            let symbols = &mut self.symbols[start..start + len];
+            let at = word as usize;
+            let len = self.words[at] as usize;
+            let weight = (i64::from(self.words[at + 2]) << 32) | i64::from(self.words[at + 1]);
+            let symbols = &mut self.words[at + WORD_HEADER..at + WORD_HEADER + len];
             let (mut read, mut write) = (0, 0);
             while read < len {
                 if read + 1 < len && symbols[read] == left && symbols[read + 1] == right {
@@ -450,7 +515,7 @@ impl MergeState {
                 }
                 write += 1;
             }
-            self.lens[w] = write as u32;
+            self.words[at] = write as u32;
         }
         // A merge like (a, a) in "a a a" decrements its own pair through a neighbour.
         self.pairs.remove(&key);
