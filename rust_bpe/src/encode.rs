@@ -233,7 +233,8 @@ impl Encoder {
             .map(|(s, _)| memchr::memmem::Finder::new(s.as_bytes()))
             .collect();
         // Next occurrence of each special at or after `start` (None: no more).
-        let mut next: Vec<Option<usize>> = vec![Some(0); specials.len()];
+        let mut next: Vec<Option<usize>> =
+            finders.iter().map(|f| f.find(text.as_bytes())).collect();
         let mut start = 0;
         loop {
             let mut best: Option<(usize, usize)> = None; // (position, special index)
