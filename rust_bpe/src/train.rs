@@ -66,8 +66,8 @@ impl fmt::Display for TrainError {
         match self {
             TrainError::Config(message) => f.write_str(message),
             TrainError::EmptyCorpus => f.write_str(
-                "empty corpus: the training texts contain no characters; pass at least one \
-                 non-empty text",
+                "empty corpus: there is no text to train on (no texts or files were given, or \
+                 all of them are empty)",
             ),
             TrainError::Io { path, source } => write!(f, "{}: {source}", path.display()),
             TrainError::NotUtf8 { path, offset } => write!(
