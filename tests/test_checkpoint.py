@@ -34,6 +34,15 @@ from smallgpt.schedule import get_cosine_schedule_with_warmup
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(autouse=True)
+def single_thread():
+    """Tiny models run fastest on one thread, and a busy machine does not slow them down."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny_model(seed: int = 0, dropout: float = 0.1) -> SmallGPT:
     torch.manual_seed(seed)
     return SmallGPT(61, embed_dim=32, num_heads=4, num_layers=2, max_seq_len=16, dropout=dropout)

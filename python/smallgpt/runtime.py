@@ -1,0 +1,73 @@
+"""Device and numeric precision for a training run: where tensors live and how matmuls are done."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """The device and precision chosen for a run.
+
+    precision "fp32": plain float32 (TF32 matmuls on CUDA); "bf16": bfloat16 autocast; "fp16":
+    float16 autocast with a gradient scaler (older GPUs without bf16).
+    """
+
+    device: torch.device
+    precision: str
+
+    @property
+    def autocast(self) -> Callable[[], AbstractContextManager]:
+        """A factory of the autocast context for forward passes (a no-op for fp32)."""
+        dtype = _AUTOCAST_DTYPES.get(self.precision)
+        if dtype is None:
+            return contextlib.nullcontext
+        return lambda: torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def grad_scaler(self) -> torch.amp.GradScaler | None:
+        """A GradScaler for fp16 (None otherwise: bf16 and fp32 need no loss scaling)."""
+        if self.precision != "fp16":
+            return None
+        return torch.amp.GradScaler(self.device.type)
+
+
+def resolve_runtime(device: str, precision: str, local_rank: int = 0) -> Runtime:
+    """Pick the device ("auto": this rank's GPU if CUDA is available, else CPU) and precision
+    ("auto": bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU); turn TF32 on.
+
+    Raises ValueError when CUDA is requested but absent, or fp16 is requested on CPU.
+    """
+    if device == "auto":
+        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    elif device == "cuda":
+        device = f"cuda:{local_rank}"
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"train.device={device!r} but CUDA is not available; use auto or cpu")
+    if precision == "auto":
+        if resolved.type != "cuda":
+            precision = "fp32"
+        else:
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if precision == "fp16" and resolved.type != "cuda":
+        raise ValueError("train.precision=fp16 needs a CUDA device; use fp32 or bf16")
+    if resolved.type == "cuda":
+        torch.cuda.set_device(resolved)
+    torch.set_float32_matmul_precision("high")
+    return Runtime(device=resolved, precision=precision)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python's, numpy's and torch's (CPU and CUDA) global generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)

@@ -1,0 +1,235 @@
+"""The training loop on CPU: exact accumulation, exact resume, non-finite handling, validation."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from smallgpt.checkpoint import find_latest_checkpoint
+from smallgpt.data import TokenShardDataset, load_meta
+from smallgpt.model import SmallGPT
+from smallgpt.train import Trainer, TrainerCallback, TrainingDivergedError, accumulate_gradients
+
+from tests.train_helpers import make_shards, run_tiny, tiny_config
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    return make_shards(tmp_path_factory.mktemp("shards"))
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    """Tiny models run fastest on one thread, and a busy machine does not slow them down."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def grads(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+def test_accumulated_micro_batches_give_the_gradient_of_one_large_batch():
+    torch.manual_seed(0)
+    pad = 60
+    model = SmallGPT(
+        61, embed_dim=32, num_heads=4, num_layers=2, max_seq_len=16, dropout=0.0, pad_token_id=pad
+    )
+    ids = torch.randint(0, 60, (8, 16))
+    labels = ids.clone()
+    # Unevenly many scored tokens per micro-batch: padding and ignored labels in some rows only.
+    ids[1, 10:] = pad
+    labels[1, 10:] = pad
+    labels[2, :13] = -100
+    labels[5, 3:] = -100
+
+    # Reference: plain PyTorch mean cross-entropy over every scored token of the whole batch.
+    logits = model(ids)
+    targets = labels[:, 1:].masked_fill(labels[:, 1:] == pad, -100)
+    F.cross_entropy(logits[:, :-1].reshape(-1, 61), targets.reshape(-1)).backward()
+    expected = grads(model)
+    model.zero_grad()
+
+    micro = [(ids[i : i + 2], labels[i : i + 2]) for i in range(0, 8, 2)]
+    total = sum(int(model.count_real_tokens(y)) for _, y in micro)
+    loss_sum = accumulate_gradients(model, micro, total)
+    got = grads(model)
+    for name, value in expected.items():
+        torch.testing.assert_close(got[name], value, rtol=1e-5, atol=1e-7, msg=name)
+    assert loss_sum.item() / total == pytest.approx(
+        F.cross_entropy(logits[:, :-1].reshape(-1, 61), targets.reshape(-1)).item(), rel=1e-5
+    )
+
+    # Averaging per-micro-batch means instead would be measurably different on this batch.
+    model.zero_grad()
+    for x, y in micro:
+        (model(x, y)[1] / len(micro)).backward()
+    naive = grads(model)
+    assert not torch.allclose(
+        naive["transformer.wte.weight"], expected["transformer.wte.weight"], rtol=1e-3
+    )
+
+
+class SignalAt(TrainerCallback):
+    """Sends this process a real signal after the given step."""
+
+    def __init__(self, step: int, signum: int = signal.SIGTERM) -> None:
+        self.step, self.signum = step, signum
+
+    def on_step_end(self, trainer, result) -> None:
+        if result.step == self.step:
+            os.kill(os.getpid(), self.signum)
+
+
+def test_resume_after_sigterm_gives_bit_identical_losses(shards, tmp_path):
+    options = ["model.dropout=0.1", "train.max_steps=8"]  # dropout: the RNG state must resume too
+    straight, straight_rec = run_tiny(shards, tmp_path / "straight", *options)
+
+    first, first_rec = run_tiny(shards, tmp_path / "split", *options, callbacks=[SignalAt(3)])
+    assert first.stop_reason == "signal SIGTERM"
+    assert first.steps == 3 and first.val_loss is None  # saved at once, no validation
+    latest = find_latest_checkpoint(tmp_path / "split" / "checkpoints")
+    assert latest.name == "step_00000003"
+    second, second_rec = run_tiny(shards, tmp_path / "split", *options, resume="auto")
+
+    assert first_rec.losses + second_rec.losses == straight_rec.losses
+    assert second.val_loss == straight.val_loss
+    assert second.tokens_seen == straight.tokens_seen
+    final = "checkpoints/step_00000008/model.safetensors"
+    a, b = load_file(tmp_path / "straight" / final), load_file(tmp_path / "split" / final)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+class PoisonAttempts(TrainerCallback):
+    """Makes the final LayerNorm output NaN on the chosen step attempts (1-based, skips count)."""
+
+    def __init__(self, attempts: set[int] | None = None, start: int | None = None) -> None:
+        self.attempts, self.start, self.count = attempts or set(), start, 0
+        self.snapshots: list[dict[str, torch.Tensor]] = []
+
+    def _poisoned(self, attempt: int) -> bool:
+        return attempt in self.attempts or (self.start is not None and attempt >= self.start)
+
+    def on_train_start(self, trainer) -> None:
+        def hook(module, inputs, output):
+            return output * math.nan if self._poisoned(self.count + 1) else output
+
+        trainer.raw_model.transformer.ln_f.register_forward_hook(hook)
+        self.snapshots.append(self._weights(trainer))
+
+    def on_step_end(self, trainer, result) -> None:
+        self.count += 1
+        self.snapshots.append(self._weights(trainer))
+
+    @staticmethod
+    def _weights(trainer) -> dict[str, torch.Tensor]:
+        return {k: v.clone() for k, v in trainer.raw_model.state_dict().items()}
+
+
+def test_non_finite_steps_are_skipped_without_any_update(shards, tmp_path):
+    poison = PoisonAttempts(attempts={3, 4})
+    summary, rec = run_tiny(shards, tmp_path / "run", "train.max_steps=6", callbacks=[poison])
+    assert [r.skipped for r in rec.steps] == [False, False, True, True, False, False, False, False]
+    assert [r.step for r in rec.steps] == [1, 2, 2, 2, 3, 4, 5, 6]
+    before, after = poison.snapshots[2], poison.snapshots[4]  # around the two skipped attempts
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert rec.steps[4].lr == rec.steps[2].lr  # the schedule did not advance either
+    assert summary.steps == 6 and summary.skipped_steps == 2
+    assert math.isfinite(summary.val_loss)
+
+
+def test_training_stops_with_a_clear_error_after_too_many_non_finite_steps(shards, tmp_path):
+    poison = PoisonAttempts(start=3)
+    with pytest.raises(TrainingDivergedError, match=r"3 steps in a row .*max_nonfinite_steps=3"):
+        run_tiny(shards, tmp_path / "run", "train.max_nonfinite_steps=3", callbacks=[poison])
+    assert poison.count == 4  # two good steps, two poisoned; the third raises before its hook
+
+
+def test_validation_bits_per_byte_matches_a_direct_computation(shards, tmp_path):
+    config = tiny_config(shards, "train.eval_batches=null", "train.max_steps=2")
+    with Trainer(config, run_dir=tmp_path / "run") as trainer:
+        trainer.fit()
+        result = trainer.evaluate()
+        model, tokenizer = trainer.raw_model.eval(), trainer.tokenizer
+
+    windows = TokenShardDataset(shards, "val", 32)
+    nats, tokens, num_bytes = 0.0, 0, 0
+    with torch.no_grad():
+        for i in range(len(windows)):
+            item = windows[i]
+            logits = model(item["input_ids"][None])[0, :-1].double()
+            targets = item["labels"][1:]
+            scored = targets != -100
+            nats += F.cross_entropy(logits[scored], targets[scored], reduction="sum").item()
+            tokens += int(scored.sum())
+            specials = set(tokenizer.special_tokens.values())
+            num_bytes += sum(
+                0 if t in specials else len(tokenizer.id_to_bytes(t))
+                for t in targets[scored].tolist()
+            )
+    assert result.tokens == tokens
+    assert result.num_bytes == num_bytes
+    assert result.loss == pytest.approx(nats / tokens, rel=1e-6)
+    assert result.bits_per_byte == pytest.approx(nats / math.log(2) / num_bytes, rel=1e-6)
+    assert result.perplexity == pytest.approx(math.exp(nats / tokens), rel=1e-6)
+    # every validation token but the first is scored, so the bytes are the split's text bytes
+    first = int(windows[0]["input_ids"][0])
+    val_bytes = load_meta(shards)["splits"]["val"]["text_bytes"]
+    assert num_bytes == val_bytes - len(tokenizer.id_to_bytes(first))
+
+
+class StopAt(TrainerCallback):
+    def on_step_end(self, trainer, result) -> None:
+        if result.step == 3:
+            trainer.request_stop("plateau")
+
+
+def test_a_callback_can_stop_training_which_still_validates_and_saves(shards, tmp_path):
+    summary, rec = run_tiny(shards, tmp_path / "run", callbacks=[StopAt()])
+    assert (summary.stop_reason, summary.steps) == ("plateau", 3)
+    assert summary.val_loss is not None and summary.checkpoint.endswith("step_00000003")
+
+
+class Slow(TrainerCallback):
+    def on_step_end(self, trainer, result) -> None:
+        time.sleep(0.4)
+
+
+def test_time_budget_stops_training_then_validates_and_saves(shards, tmp_path):
+    # 0.6 s budget, at least 0.4 s per step: the budget runs out after the first or second step
+    summary, rec = run_tiny(
+        shards, tmp_path / "run", "train.max_time_minutes=0.01", callbacks=[Slow()]
+    )
+    assert summary.steps in (1, 2) and "time budget of 0.01 minutes" in summary.stop_reason
+    assert summary.val_loss is not None
+    assert summary.checkpoint.endswith(f"step_{summary.steps:08d}")
+
+
+def test_fresh_run_refuses_a_run_directory_with_checkpoints(shards, tmp_path):
+    run_tiny(shards, tmp_path / "run", "train.max_steps=1", "optim.warmup_steps=0")
+    with pytest.raises(FileExistsError, match="--resume auto"):
+        run_tiny(shards, tmp_path / "run", "train.max_steps=2")
+
+
+def test_resume_auto_skips_a_corrupt_newest_checkpoint(shards, tmp_path):
+    run_tiny(
+        shards,
+        tmp_path / "run",
+        "checkpoint.interval=2",
+        "checkpoint.keep_last=3",
+        "train.max_steps=4",
+        "train.eval_interval=100",
+    )
+    newest = tmp_path / "run" / "checkpoints" / "step_00000004" / "optimizer.safetensors"
+    newest.write_bytes(newest.read_bytes()[:-1])
+    with pytest.warns(UserWarning, match="step_00000004.*optimizer.safetensors"):
+        summary, rec = run_tiny(shards, tmp_path / "run", "train.max_steps=5", resume="auto")
+    assert [r.step for r in rec.steps] == [3, 4, 5]
