@@ -1,0 +1,54 @@
+"""Trained tokenizers and their tiktoken twins, shared by the tokenizer tests."""
+
+from __future__ import annotations
+
+import functools
+
+from smallgpt.tokenizer import Tokenizer
+
+from tests.corpora import corpus_path
+
+# name -> (corpus, vocab_size, pattern)
+TOKENIZERS = {
+    "shakespeare_gpt2": ("tinyshakespeare", 2000, "gpt2"),
+    "multilingual_cl100k": ("multilingual_emoji", 3000, "cl100k"),
+    "multilingual_gpt2": ("multilingual_emoji", 1500, "gpt2"),
+}
+# tiktoken needs a regex: one piece per text for the "none" pattern.
+WHOLE_TEXT_REGEX = r"[\s\S]+"
+
+
+def corpus_text(name: str, max_bytes: int | None = None, offset: int = 0) -> str:
+    """Up to `max_bytes` of a corpus from byte `offset`, without the characters cut in two."""
+    with open(corpus_path(name), "rb") as f:
+        f.seek(offset)
+        data = f.read(-1 if max_bytes is None else max_bytes)
+    return data.decode("utf-8", errors="ignore" if offset or max_bytes else "strict")
+
+
+@functools.cache
+def trained(name: str) -> Tokenizer:
+    """A tokenizer trained on a whole corpus (see TOKENIZERS)."""
+    corpus, vocab_size, pattern = TOKENIZERS[name]
+    return Tokenizer.train([corpus_text(corpus)], vocab_size=vocab_size, pattern=pattern)
+
+
+@functools.cache
+def _tiktoken_for(tokenizer_json: str):
+    import tiktoken
+
+    tokenizer = Tokenizer.from_json(tokenizer_json)
+    specials = tokenizer.special_tokens
+    regular = tokenizer.vocab_size - len(specials)
+    ranks = {tokenizer.id_to_bytes(i): i for i in range(regular)}
+    return tiktoken.Encoding(
+        "smallgpt-test",
+        pat_str=tokenizer.pattern or WHOLE_TEXT_REGEX,
+        mergeable_ranks=ranks,
+        special_tokens=specials,
+    )
+
+
+def tiktoken_twin(tokenizer: Tokenizer):
+    """A `tiktoken.Encoding` with the tokenizer's ranks (its ids), pattern and special tokens."""
+    return _tiktoken_for(tokenizer.to_json())
