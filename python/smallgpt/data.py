@@ -111,6 +111,58 @@ def _token_byte_lengths(tokenizer: Any) -> np.ndarray:
     )
 
 
+_COPY_CHUNK = 1 << 22  # tokens per copy step: bounds memory whatever the file size
+
+
+class _SplitWriter:
+    """Appends tokens to one split's `.bin.partial` file and counts its tokens and text bytes."""
+
+    def __init__(self, path: Path, dtype: np.dtype, byte_lengths: np.ndarray) -> None:
+        self.path, self.dtype, self.byte_lengths = path, dtype, byte_lengths
+        self.path.write_bytes(b"")
+        self.tokens = 0
+        self.text_bytes = 0
+
+    def count(self, ids: np.ndarray) -> None:
+        self.tokens += len(ids)
+        self.text_bytes += int(self.byte_lengths[ids].sum())
+
+    def append(self, ids: np.ndarray) -> None:
+        with self.path.open("ab") as f:
+            ids.astype(self.dtype, copy=False).tofile(f)
+        self.count(ids)
+
+
+def _split_file(
+    path: Path,
+    tokenizer: Any,
+    train: _SplitWriter,
+    val: _SplitWriter,
+    val_fraction: float,
+    show_progress: bool,
+) -> int:
+    """Encode `path` onto the end of train's file, move its last val_fraction to val, add eos."""
+    before = train.tokens
+    added = tokenizer.encode_file_to_bin(path, train.path, progress=show_progress)
+    if added == 0:
+        return 0  # an empty document adds nothing, not even an end-of-text token
+    num_val = math.ceil(added * val_fraction)
+    num_train = added - num_val
+    tokens = np.memmap(train.path, dtype=train.dtype, mode="r", shape=(before + added,))
+    for lo in range(before, before + num_train, _COPY_CHUNK):
+        train.count(tokens[lo : min(lo + _COPY_CHUNK, before + num_train)])
+    for lo in range(before + num_train, before + added, _COPY_CHUNK):
+        val.append(np.array(tokens[lo : min(lo + _COPY_CHUNK, before + added)]))
+    del tokens
+    with train.path.open("r+b") as f:
+        f.truncate((before + num_train) * train.dtype.itemsize)
+    eos = np.array([tokenizer.eos_token_id])
+    for writer, count in ((train, num_train), (val, num_val)):
+        if count:
+            writer.append(eos)
+    return added
+
+
 def prepare_shards(
     tokenizer: Any,
     inputs: Sequence[str | os.PathLike],
@@ -125,13 +177,12 @@ def prepare_shards(
     validation split is the last `val_fraction` of each file's tokens (rounded up), the training
     split the rest, so both see every source. Token files are raw uint16 (vocab <= 65536) or uint32
     arrays for np.memmap. meta.json records the format version, the tokenizer's sha256, dtype,
-    vocab size, token and text-byte counts per split (for bits per byte) and the sources. Memory
-    holds one file's token array at a time; text is streamed by the Rust encoder.
-    Returns the meta dict. Raises FileNotFoundError for a missing input, ValueError for no inputs
-    or val_fraction outside [0, 1).
+    vocab size, token and text-byte counts per split (for bits per byte) and the sources. Files
+    are streamed by the Rust encoder straight to disk and split in fixed-size chunks, so memory
+    stays bounded whatever their size; show_progress gives a tqdm bar per file.
+    Returns the meta dict. Raises FileNotFoundError for a missing input, ValueError for no inputs,
+    val_fraction outside [0, 1) or a file that is not UTF-8.
     """
-    from tqdm.auto import tqdm
-
     paths = [Path(p) for p in inputs]
     if not paths:
         raise ValueError("prepare_shards needs at least one input file")
@@ -140,42 +191,33 @@ def prepare_shards(
             raise FileNotFoundError(f"input file not found: {path}")
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has no <|endoftext|> token to separate documents")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    (out / "meta.json").unlink(missing_ok=True)  # stale until this run's shards are complete
     tokenizer.save(out / "tokenizer.json")
-    dtype = np.uint16 if tokenizer.vocab_size <= 65536 else np.uint32
+    dtype = np.dtype(np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32)
     byte_lengths = _token_byte_lengths(tokenizer)
-    eos = np.array([tokenizer.eos_token_id], dtype=dtype)
-    splits = {name: {"file": f"{name}.bin", "tokens": 0, "text_bytes": 0} for name in SPLITS}
+    writers = {
+        name: _SplitWriter(out / f"{name}.bin.partial", dtype, byte_lengths) for name in SPLITS
+    }
     sources = []
-    files = {name: (out / f"{name}.bin.partial").open("wb") for name in SPLITS}
-    total_bytes = sum(p.stat().st_size for p in paths)
-    try:
-        with tqdm(total=total_bytes, unit="B", unit_scale=True, disable=not show_progress) as bar:
-            for path in paths:
-                ids = np.asarray(tokenizer.encode_file_to_numpy(path)).astype(dtype, copy=False)
-                num_val = math.ceil(len(ids) * val_fraction)
-                parts = {"train": ids[: len(ids) - num_val], "val": ids[len(ids) - num_val :]}
-                for name, part in parts.items():
-                    if len(part) == 0:
-                        continue
-                    part.tofile(files[name])
-                    eos.tofile(files[name])
-                    splits[name]["tokens"] += len(part) + 1
-                    splits[name]["text_bytes"] += int(byte_lengths[part].sum())
-                sources.append(
-                    {"path": str(path.resolve()), "bytes": path.stat().st_size, "tokens": len(ids)}
-                )
-                bar.update(path.stat().st_size)
-    finally:
-        for f in files.values():
-            f.close()
-    for name in SPLITS:
-        os.replace(out / f"{name}.bin.partial", out / f"{name}.bin")
+    for path in paths:
+        added = _split_file(path, tokenizer, *writers.values(), val_fraction, show_progress)
+        sources.append({"path": str(path.resolve()), "bytes": path.stat().st_size, "tokens": added})
+    splits = {}
+    for name, writer in writers.items():
+        os.replace(writer.path, out / f"{name}.bin")
+        splits[name] = {
+            "file": f"{name}.bin",
+            "tokens": writer.tokens,
+            "text_bytes": writer.text_bytes,
+        }
     meta = {
         "format": SHARD_FORMAT,
         "version": SHARD_VERSION,
-        "dtype": np.dtype(dtype).name,
+        "dtype": dtype.name,
         "vocab_size": tokenizer.vocab_size,
         "eos_token_id": tokenizer.eos_token_id,
         "pad_token_id": tokenizer.pad_token_id,
