@@ -10,13 +10,8 @@ from hypothesis import strategies as st
 from smallgpt import _bpe
 
 from tests.corpora import CORPORA, corpus_path
+from tests.tokenizer_helpers import PATTERNS
 
-# The patterns as published with GPT-2 and tiktoken's cl100k_base.
-PATTERNS = {
-    "gpt2": r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+",
-    "cl100k": r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
-    r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
-}
 COMPILED = {name: regex.compile(pattern) for name, pattern in PATTERNS.items()}
 
 # Characters where the patterns' alternatives meet: every kind of whitespace `regex` knows,

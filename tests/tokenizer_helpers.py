@@ -14,6 +14,12 @@ TOKENIZERS = {
     "multilingual_cl100k": ("multilingual_emoji", 3000, "cl100k"),
     "multilingual_gpt2": ("multilingual_emoji", 1500, "gpt2"),
 }
+# The split patterns as published with GPT-2 and tiktoken's cl100k_base.
+PATTERNS = {
+    "gpt2": r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+",
+    "cl100k": r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
+    r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+}
 # tiktoken needs a regex: one piece per text for the "none" pattern.
 WHOLE_TEXT_REGEX = r"[\s\S]+"
 
