@@ -14,6 +14,7 @@ TINY = [
     "model.num_heads=2",
     "model.num_layers=2",
     "model.max_seq_len=32",
+    "data.seq_len=32",
     "model.dropout=0.0",
     "train.device=cpu",
     "train.batch_size=4",

@@ -495,8 +495,8 @@ class Trainer:
     def evaluate(self) -> EvalResult:
         """Loss, token and byte totals over the validation windows (collective over ranks).
 
-        Uses the first `train.eval_batches * train.batch_size` windows of the split (all of
-        them when eval_batches is null), shared out between ranks.
+        Uses the first eval_batches * batch_size * world_size windows of the split (each rank
+        scores eval_batches batches; all windows when train.eval_batches is null).
         """
         from smallgpt.model import count_real_tokens
 
@@ -505,7 +505,7 @@ class Trainer:
         eval_batches = self.cfg.train.eval_batches
         limit = len(self.val_data)
         if eval_batches is not None:
-            limit = min(limit, eval_batches * batch_size)
+            limit = min(limit, eval_batches * batch_size * self.dist.world_size)
         indices = list(range(self.dist.rank, limit, self.dist.world_size))
         totals = torch.zeros(3, dtype=torch.float64, device=device)
         was_training = model.training
