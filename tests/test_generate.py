@@ -6,15 +6,18 @@ import pytest
 import torch
 from smallgpt.generate import (
     generate,
+    generate_text,
     iter_generate,
     min_p_filter,
     sample_next_token,
+    stream_text,
     top_k_filter,
     top_k_sampling,
     top_p_filter,
     top_p_sampling,
 )
 from smallgpt.model import SmallGPT
+from smallgpt.tokenizer import Tokenizer
 
 VOCAB = 97
 
@@ -217,3 +220,49 @@ def test_one_dimensional_logits_give_one_id():
 def test_bad_prompts_and_options_raise(call, error):
     with pytest.raises(error):
         call(tiny_model())
+
+
+@pytest.fixture(scope="module")
+def tokenizer(shared_data):
+    text = (shared_data / "multilingual_emoji.txt").read_text(encoding="utf-8")[:40_000]
+    return Tokenizer.train([text], vocab_size=300)
+
+
+def text_model(tokenizer) -> SmallGPT:
+    torch.manual_seed(0)
+    return SmallGPT(tokenizer.vocab_size, 32, 4, 2, 64, 0.0).double().eval()
+
+
+def test_generate_text_greedy_is_the_prompt_plus_the_decoded_recompute_output(tokenizer):
+    model = text_model(tokenizer)
+    prompt = "Bonjour, 世界! "
+    ids = recompute_greedy(model, tokenizer.encode(prompt), 20, eos=tokenizer.eos_token_id)
+    text = generate_text(model, tokenizer, prompt, max_length=20, temperature=0)
+    assert text == prompt + tokenizer.decode(ids)
+
+
+def test_generate_text_batches_prompts_like_single_calls(tokenizer):
+    model = text_model(tokenizer)
+    prompts = ["a", "The quick brown fox 🦊 jumps", ""]
+    single = [generate_text(model, tokenizer, p, 15, temperature=0) for p in prompts]
+    assert generate_text(model, tokenizer, prompts, 15, temperature=0) == single
+    assert all(text.startswith(p) for text, p in zip(single, prompts))
+
+
+def test_generate_text_stops_at_the_end_of_text_token(tokenizer):
+    model = text_model(tokenizer)
+    first = recompute_greedy(model, tokenizer.encode("Hi"), 1)[0]
+    text = generate_text(model, tokenizer, "Hi", 10, temperature=0, eos_token_id=first)
+    assert text == "Hi"
+
+
+def test_streamed_pieces_join_to_the_generated_text_and_never_split_a_character(tokenizer):
+    model = text_model(tokenizer)
+    options = {"temperature": 1.5, "seed": 11, "eos_token_id": None}
+    pieces = list(stream_text(model, tokenizer, "日本語", 60, **options))
+    ids = generate(model, [tokenizer.encode("日本語")], 60, **options)[0]
+    assert "".join(pieces) == tokenizer.decode(ids)
+    # the sample holds characters split over tokens, which per-token decoding would garble
+    assert "".join(tokenizer.decode([i]) for i in ids) != tokenizer.decode(ids)
+    with_prompt = generate_text(model, tokenizer, "日本語", 60, **options)
+    assert with_prompt == "日本語" + "".join(pieces)

@@ -277,6 +277,36 @@ def generate(
     return outputs
 
 
+def stream_text(
+    model: SmallGPT,
+    tokenizer: Any,
+    prompt: str,
+    max_new_tokens: int = 100,
+    **options: Any,
+) -> Iterator[str]:
+    """Yield the continuation of `prompt` piece by piece as tokens are generated.
+
+    Pieces go through the tokenizer's StreamDecoder, so a character split over several tokens
+    is yielded whole; the pieces join to the text of the generated ids. Stops at the tokenizer's
+    end-of-text token unless `eos_token_id` is given in options. Options as `iter_generate`.
+    """
+    options.setdefault("eos_token_id", tokenizer.eos_token_id)
+    eos = options["eos_token_id"]
+    decoder = tokenizer.stream_decoder()
+    for tokens, _ in iter_generate(
+        model, [_encode_prompt(tokenizer, prompt)], max_new_tokens, **options
+    ):
+        token = int(tokens[0])
+        if token == eos:
+            break
+        piece = decoder.push(token)
+        if piece:
+            yield piece
+    tail = decoder.finish()
+    if tail:
+        yield tail
+
+
 def _encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
     if not isinstance(prompt, str):
         raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
