@@ -84,3 +84,44 @@ def test_import_refuses_missing_files_and_unsupported_variants(tmp_path):
     (tmp_path / "model.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="model.safetensors"):
         import_hf(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(shared_data):
+    from smallgpt.tokenizer import Tokenizer
+
+    text = (shared_data / "tinyshakespeare.txt").read_text(encoding="utf-8")[:30_000]
+    return Tokenizer.train([text], vocab_size=300)
+
+
+def test_exported_tokenizer_loads_in_transformers_and_imports_back(tmp_path, tokenizer):
+    torch.manual_seed(0)
+    model = SmallGPT(tokenizer.vocab_size, 32, 2, 2, 64, 0.0, pad_token_id=tokenizer.pad_token_id)
+    export_hf(model, tokenizer, tmp_path)
+    text = "ROMEO: Wherefore art thou? <|endoftext|> ünïcode 🙂"
+    hf_tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path)
+    # HF matches special-token strings in text, as ours does when they are allowed
+    assert hf_tokenizer.encode(text) == tokenizer.encode(text, allowed_special="all")
+    assert hf_tokenizer.eos_token_id == tokenizer.eos_token_id
+    assert hf_tokenizer.pad_token_id == tokenizer.pad_token_id
+    _, imported = import_hf(tmp_path)
+    assert imported.encode(text) == tokenizer.encode(text)
+
+
+def test_greedy_generation_matches_transformers_generate(tmp_path, tokenizer):
+    from smallgpt.generate import generate
+
+    torch.manual_seed(0)
+    model = perturb(SmallGPT(tokenizer.vocab_size, 32, 4, 2, 64, 0.0)).double().eval()
+    export_hf(model, tokenizer, tmp_path)
+    hf = transformers.GPT2LMHeadModel.from_pretrained(tmp_path, dtype=torch.float64).eval()
+    prompt = tokenizer.encode("First Citizen:")
+    ours = generate(model, [prompt], 30, temperature=0)[0]
+    theirs = hf.generate(
+        torch.tensor([prompt]),
+        max_new_tokens=30,
+        do_sample=False,
+        eos_token_id=None,
+        pad_token_id=0,
+    )
+    assert ours == theirs[0, len(prompt) :].tolist()
