@@ -1,0 +1,178 @@
+"""Tokenizer encoding speed and memory against tiktoken, fastokens and tokie.
+
+Every measurement runs in a fresh interpreter (`run_fresh`), so the first call pays for
+everything a first call pays for, and no tool sees text it has already encoded. The tokenizer
+(32000 ids, GPT-2 pattern) is trained on the first 10 MB of the Gutenberg corpus; speed is
+measured on 10 MB that follow them. The peers load the same vocabulary through our exports
+(tiktoken rank file, Hugging Face tokenizer.json), and their ids are checked against ours.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benches.fresh import run_fresh
+from tests.corpora import corpus_path
+
+VOCAB_SIZE = 32000
+TEXT_OFFSET = 10_000_000  # the tokenizer is trained on the bytes before this
+TEXT_BYTES = 10_000_000
+SINGLE_THREAD = {**os.environ, "RAYON_NUM_THREADS": "1"}
+
+# Per tool: code that defines `encode(text) -> list of ids` from the files in `paths`.
+LOADERS = {
+    "smallgpt": """
+from smallgpt.tokenizer import Tokenizer
+encode = Tokenizer.load(paths["json"]).encode
+""",
+    "tiktoken": """
+import tiktoken
+from tiktoken.load import load_tiktoken_bpe
+from smallgpt.tokenizer import Tokenizer
+pattern = Tokenizer.load(paths["json"]).pattern
+ranks = load_tiktoken_bpe(paths["tiktoken"])
+enc = tiktoken.Encoding("bench", pat_str=pattern, mergeable_ranks=ranks, special_tokens={})
+encode = enc.encode_ordinary
+""",
+    "fastokens": """
+import fastokens
+from smallgpt.tokenizer import Tokenizer
+pattern = Tokenizer.load(paths["json"]).pattern
+tok = fastokens.Tokenizer.from_tiktoken(paths["tiktoken"], pattern=pattern, special_tokens={})
+encode = lambda text: tok.encode_ordinary(text).ids
+""",
+    "tokie": """
+import tokie
+tok = tokie.Tokenizer.from_json(paths["hf"])
+encode = lambda text: tok.encode(text).ids
+""",
+}
+
+FIRST_CALL = """
+import time
+import numpy as np
+paths = {paths!r}
+{loader}
+with open(paths["text"], encoding="utf-8") as f:
+    text = f.read()
+start = time.perf_counter()
+ids = encode(text)
+seconds = time.perf_counter() - start
+RESULT["mb_per_s"] = len(text.encode("utf-8")) / 1e6 / seconds
+np.save(paths["out"], np.asarray(ids, dtype=np.uint32))
+"""
+
+
+@pytest.fixture(scope="session")
+def files(tmp_path_factory, shared_data) -> dict[str, str]:
+    """The trained tokenizer in our, tiktoken's and HF's formats, and the unseen text."""
+    from smallgpt.tokenizer import Tokenizer
+
+    out = tmp_path_factory.mktemp("bench_encode")
+    tokenizer = Tokenizer.train_files([corpus_path("gutenberg_10mb")], vocab_size=VOCAB_SIZE)
+    paths = {
+        "json": str(out / "tok.json"),
+        "tiktoken": str(out / "tok.tiktoken"),
+        "hf": str(out / "tokenizer.json"),
+        "text": str(out / "unseen.txt"),
+    }
+    tokenizer.save(paths["json"])
+    tokenizer.export_tiktoken(paths["tiktoken"])
+    tokenizer.export_hf(paths["hf"])
+    with open(corpus_path("gutenberg"), "rb") as f:
+        f.seek(TEXT_OFFSET)
+        text = f.read(TEXT_BYTES).decode("utf-8", errors="ignore")
+    Path(paths["text"]).write_text(text, encoding="utf-8")
+    return paths
+
+
+def _first_call(tool: str, files: dict[str, str], out: Path) -> tuple[float, np.ndarray]:
+    paths = {**files, "out": str(out)}
+    code = FIRST_CALL.format(paths=paths, loader=LOADERS[tool])
+    result = run_fresh(code, env=SINGLE_THREAD)
+    return result["mb_per_s"], np.load(out)
+
+
+def test_first_call_encode_throughput(files, tmp_path, record):
+    ours, our_ids = _first_call("smallgpt", files, tmp_path / "smallgpt.npy")
+    record("encode", "smallgpt first call, 1 thread", ours, "MB/s")
+    peers = {}
+    for tool in ("tiktoken", "fastokens", "tokie"):
+        if importlib.util.find_spec(tool) is None:
+            record("encode", f"{tool}: not installed (pip install {tool})", float("nan"), "MB/s")
+            continue
+        speed, ids = _first_call(tool, files, tmp_path / f"{tool}.npy")
+        same = bool(np.array_equal(ids, our_ids))
+        peers[tool] = speed
+        record("encode", f"{tool} first call, 1 thread", speed, "MB/s", same_ids=same)
+        record("encode", f"smallgpt / {tool}", ours / speed, "x")
+        assert same, f"{tool} gives other ids than smallgpt"
+
+
+BATCH = """
+import time
+from smallgpt.tokenizer import Tokenizer
+tok = Tokenizer.load({json!r})
+with open({text!r}, encoding="utf-8") as f:
+    docs = f.read().split("\\n\\n")
+tok.encode_batch(docs[:2000], num_threads=2)  # start the thread pools
+for threads in (1, 2):
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        tok.encode_batch(docs, num_threads=threads)
+        best = min(best, time.perf_counter() - start)
+    RESULT[f"seconds_{{threads}}"] = best
+"""
+
+
+def test_encode_batch_scales_with_threads(files, record):
+    result = run_fresh(BATCH.format(json=files["json"], text=files["text"]))
+    speedup = result["seconds_1"] / result["seconds_2"]
+    record("encode_batch", "smallgpt 2 threads / 1 thread", speedup, "x")
+
+
+FILE = """
+import resource, time
+paths = {paths!r}
+{setup}
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+start = time.perf_counter()
+ids = {call}
+RESULT["seconds"] = time.perf_counter() - start
+RESULT["rss_growth_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before
+RESULT["output_mb"] = ids.nbytes / 1e6
+"""
+
+FILE_TOOLS = {
+    "smallgpt encode_file_to_numpy": (
+        "from smallgpt.tokenizer import Tokenizer\ntok = Tokenizer.load(paths['json'])",
+        "tok.encode_file_to_numpy(paths['big'])",
+    ),
+    "tiktoken read + encode_to_numpy": (
+        LOADERS["tiktoken"],
+        "enc.encode_to_numpy(open(paths['big'], encoding='utf-8').read())",
+    ),
+}
+
+
+@pytest.mark.parametrize("tool", sorted(FILE_TOOLS))
+def test_encode_file_to_numpy_speed_and_memory(files, tool, record):
+    big = corpus_path("gutenberg")
+    setup, call = FILE_TOOLS[tool]
+    code = FILE.format(paths={**files, "big": str(big)}, setup=setup, call=call)
+    result = run_fresh(code)
+    size_mb = big.stat().st_size / 1e6
+    record("encode_file", f"{tool}: 57.6 MB file", size_mb / result["seconds"], "MB/s")
+    record(
+        "encode_file",
+        f"{tool}: peak RSS growth",
+        result["rss_growth_mb"],
+        "MB",
+        output_mb=round(result["output_mb"], 1),
+    )
