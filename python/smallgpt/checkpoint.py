@@ -438,14 +438,17 @@ def load_checkpoint(
 ) -> dict[str, Any]:
     """Verify the checkpoint, load what is given into the objects, return the trainer state.
 
-    Raises CheckpointError for a corrupt checkpoint or one lacking optimizer state that was asked
-    for, and RuntimeError (from safetensors) when the weights do not fit `model`.
+    Raises CheckpointError for a corrupt checkpoint, one lacking optimizer state that was asked
+    for, or weights that do not fit `model` (naming the model config fields that differ).
     """
     path = Path(path)
     verify_checkpoint(path)
     plain = unwrap_model(model)
     device = next(plain.parameters()).device
-    _load_weights(plain, str(path / MODEL_FILE), strict=True, device=str(device))
+    try:
+        _load_weights(plain, str(path / MODEL_FILE), strict=True, device=str(device))
+    except RuntimeError as exc:
+        raise _weights_do_not_fit(path, plain, exc) from exc
     record = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
     if optimizer is not None:
         if "optimizer" not in record:
@@ -456,6 +459,21 @@ def load_checkpoint(
     if scaler is not None and record.get("scaler"):
         scaler.load_state_dict(from_jsonable(record["scaler"]))
     return from_jsonable(record.get("trainer", {}))
+
+
+def _weights_do_not_fit(path: Path, model: torch.nn.Module, exc: RuntimeError) -> CheckpointError:
+    """The error for a checkpoint whose weights have other names or shapes than `model`'s."""
+    saved, current = read_model_config(path), _model_config(model) or {}
+    differences = [
+        f"{key}: checkpoint {saved[key]!r}, model {current[key]!r}"
+        for key in sorted(saved.keys() & current.keys())
+        if saved[key] != current[key]
+    ]
+    detail = "; ".join(differences) or str(exc).strip().splitlines()[0]
+    return CheckpointError(
+        f"checkpoint {path}: its weights do not fit this model ({detail}); use the model config "
+        "the checkpoint was trained with (its config.yaml)"
+    )
 
 
 def read_model_config(path: str | Path) -> dict[str, Any]:
