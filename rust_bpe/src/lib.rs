@@ -468,17 +468,19 @@ mod python {
         }
 
         /// Learns the merges (HF BpeTrainer's) into a vocabulary of at most `vocab_size` ids,
-        /// special tokens included.
+        /// special tokens included. The counts are used up: the counter is empty afterwards.
         fn train(
-            &self,
+            &mut self,
             py: Python<'_>,
             vocab_size: usize,
             special_tokens: Vec<String>,
             min_frequency: u64,
         ) -> PyResult<BpeCore> {
+            let empty = PieceCounts::new(self.counts.pattern());
+            let counts = std::mem::replace(&mut self.counts, empty);
             py.detach(|| {
                 in_pool(&self.pool, || {
-                    train(&self.counts, vocab_size, min_frequency, &special_tokens)
+                    train(counts, vocab_size, min_frequency, &special_tokens)
                 })
                 .map(BpeCore::from_vocab)
             })

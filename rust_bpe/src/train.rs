@@ -107,7 +107,7 @@ fn pack(bytes: &[u8]) -> Option<u128> {
 
 /// Occurrence counts of pieces: short ones under packed keys, long ones under `K` (a borrowed
 /// `&str` while counting a text, owned bytes in the totals).
-#[derive(Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 struct Tally<K: Eq + Hash> {
     short: FxHashMap<u128, u64>,
     long: FxHashMap<K, u64>,
@@ -324,11 +324,12 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
 
 /// Learns merges from counted pieces until the vocabulary (bytes + learned tokens + specials)
 /// has `vocab_size` entries, no pair is left, or the best pair occurs fewer than `min_frequency`
-/// times. The result may be smaller than `vocab_size`; callers warn about that.
+/// times. The result may be smaller than `vocab_size`; callers warn about that. The counts are
+/// consumed (freed as soon as the words are built, which lowers peak memory).
 ///
 /// Errors: `vocab_size` below 256 + specials, invalid specials, or no counted text.
 pub fn train(
-    counts: &PieceCounts,
+    counts: PieceCounts,
     vocab_size: usize,
     min_frequency: u64,
     specials: &[String],
@@ -345,8 +346,8 @@ pub fn train(
     if counts.total_bytes == 0 {
         return Err(TrainError::EmptyCorpus);
     }
-    let mut state = MergeState::new(counts);
     let mut recorder = MergeRecorder::new(counts.pattern);
+    let mut state = MergeState::new(counts.counts);
     let target = vocab_size - specials.len();
     while recorder.len() < target {
         let Some((left, right)) = state.best_pair(min_frequency) else {
@@ -395,7 +396,7 @@ struct MergeState {
 }
 
 impl MergeState {
-    fn new(counts: &PieceCounts) -> MergeState {
+    fn new(counts: Tally<Box<[u8]>>) -> MergeState {
         let mut rank_byte: [u8; 256] = std::array::from_fn(|b| b as u8);
         rank_byte.sort_by_key(|&b| byte_level_char(b));
         let mut byte_rank = [0u32; 256];
@@ -409,34 +410,43 @@ impl MergeState {
             byte_rank,
             rank_byte,
         };
-        counts.counts.for_each(|piece, count| {
+        counts.for_each(|piece, count| {
             // Single-byte words have no pair and never change the merges.
-            if piece.len() < 2 {
-                return;
-            }
-            let word = state.words.len() as u32;
-            state
-                .words
-                .extend([piece.len() as u32, count as u32, (count >> 32) as u32]);
-            let start = state.words.len();
-            state
-                .words
-                .extend(piece.iter().map(|&b| state.byte_rank[b as usize]));
-            for i in start..state.words.len() - 1 {
-                let key = pair_key(state.words[i], state.words[i + 1]);
-                let stat = state.pairs.entry(key).or_default();
-                stat.count += count as i64;
-                if stat.words.last() != Some(&word) {
-                    stat.words.push(word);
-                }
+            if piece.len() > 1 {
+                state
+                    .words
+                    .extend([piece.len() as u32, count as u32, (count >> 32) as u32]);
+                state
+                    .words
+                    .extend(piece.iter().map(|&b| state.byte_rank[b as usize]));
             }
         });
+        drop(counts);
+        let mut at = 0;
+        while at < state.words.len() {
+            let (len, weight) = state.word_header(at);
+            let symbols = &state.words[at + WORD_HEADER..at + WORD_HEADER + len];
+            for pair in symbols.windows(2) {
+                let stat = state.pairs.entry(pair_key(pair[0], pair[1])).or_default();
+                stat.count += weight;
+                if stat.words.last() != Some(&(at as u32)) {
+                    stat.words.push(at as u32);
+                }
+            }
+            at += WORD_HEADER + len;
+        }
         state.heap = state
             .pairs
             .iter()
             .map(|(&key, stat)| (stat.count, std::cmp::Reverse(key)))
             .collect();
         state
+    }
+
+    /// Length and weight of the word whose header is at `at`.
+    fn word_header(&self, at: usize) -> (usize, i64) {
+        let weight = (i64::from(self.words[at + 2]) << 32) | i64::from(self.words[at + 1]);
+        (self.words[at] as usize, weight)
     }
 
     /// The vocabulary id of an internal id.
@@ -489,8 +499,7 @@ impl MergeState {
         let mut created: Vec<PairKey> = Vec::new();
         for &word in &words {
             let at = word as usize;
-            let len = self.words[at] as usize;
-            let weight = (i64::from(self.words[at + 2]) << 32) | i64::from(self.words[at + 1]);
+            let (len, weight) = self.word_header(at);
             let symbols = &mut self.words[at + WORD_HEADER..at + WORD_HEADER + len];
             let (mut read, mut write) = (0, 0);
             while read < len {
@@ -667,7 +676,7 @@ mod tests {
                 for min_frequency in [0, 2, 3] {
                     let vocab_size = 256 + 2 + 60;
                     let vocab = train(
-                        &counts_of(pattern, &texts),
+                        counts_of(pattern, &texts),
                         vocab_size,
                         min_frequency,
                         &specials(),
@@ -684,7 +693,7 @@ mod tests {
     fn merges_match_the_reference_on_real_text() {
         let text = &SHAKESPEARE[..20_000];
         let vocab = train(
-            &counts_of(Pattern::Gpt2, &[text]),
+            counts_of(Pattern::Gpt2, &[text]),
             256 + 2 + 150,
             2,
             &specials(),
@@ -700,7 +709,7 @@ mod tests {
     fn ties_go_to_printable_bytes_before_control_bytes() {
         // Both pairs occur once; byte order would merge (0, 0) first, HF merges (a, b) first.
         let counts = counts_of(Pattern::Whole, &["\u{0}\u{0}", "ab"]);
-        let vocab = train(&counts, 258, 0, &[]).expect("training succeeds");
+        let vocab = train(counts, 258, 0, &[]).expect("training succeeds");
         assert_eq!(
             merged_bytes(&vocab),
             vec![(b"a".to_vec(), b"b".to_vec()), (vec![0], vec![0])]
@@ -720,8 +729,9 @@ mod tests {
                 let mut segments = Vec::new();
                 split_segments(Pattern::Gpt2, text, 10_000, &mut segments);
                 counts.add_segments(&segments);
-                let vocab = train(&counts, 600, 2, &specials()).expect("training succeeds");
-                (counts.counts, vocab)
+                let tally = counts.counts.clone();
+                let vocab = train(counts, 600, 2, &specials()).expect("training succeeds");
+                (tally, vocab)
             })
         };
         let (counts_1, vocab_1) = run(1);
@@ -797,7 +807,7 @@ mod tests {
     #[test]
     fn vocab_size_counts_bytes_learned_tokens_and_specials() {
         let counts = counts_of(Pattern::Gpt2, &[&SHAKESPEARE[..50_000]]);
-        let vocab = train(&counts, 300, 2, &specials()).expect("training succeeds");
+        let vocab = train(counts, 300, 2, &specials()).expect("training succeeds");
         assert_eq!(vocab.vocab_size(), 300);
         assert_eq!(vocab.tokens.len(), 298);
         assert_eq!(
@@ -812,7 +822,7 @@ mod tests {
     #[test]
     fn training_stops_when_no_pair_is_frequent_enough() {
         let counts = counts_of(Pattern::Gpt2, &["ab ab ab cd cd"]);
-        let vocab = train(&counts, 1_000, 3, &[]).expect("training succeeds");
+        let vocab = train(counts, 1_000, 3, &[]).expect("training succeeds");
         // (a, b) occurs 3 times, every other pair twice.
         assert_eq!(merged_bytes(&vocab), vec![(b"a".to_vec(), b"b".to_vec())]);
         assert_eq!(vocab.vocab_size(), 257);
@@ -820,17 +830,17 @@ mod tests {
 
     #[test]
     fn bad_settings_and_empty_corpora_are_errors() {
-        let counts = counts_of(Pattern::Gpt2, &["hello"]);
-        let too_small = train(&counts, 257, 2, &specials()).expect_err("too small");
+        let counts = || counts_of(Pattern::Gpt2, &["hello"]);
+        let too_small = train(counts(), 257, 2, &specials()).expect_err("too small");
         assert!(too_small.to_string().contains("at least 256"));
         let twice = vec!["<|x|>".to_owned(), "<|x|>".to_owned()];
         assert!(matches!(
-            train(&counts, 1_000, 2, &twice),
+            train(counts(), 1_000, 2, &twice),
             Err(TrainError::Config(_))
         ));
         let empty = counts_of(Pattern::Gpt2, &["", ""]);
         assert!(matches!(
-            train(&empty, 1_000, 2, &[]),
+            train(empty, 1_000, 2, &[]),
             Err(TrainError::EmptyCorpus)
         ));
     }

@@ -384,7 +384,7 @@ mod tests {
         let mut counts = PieceCounts::new(Pattern::Cl100k);
         counts.add_texts(&["Hello hello, wörld! héllo wörld 123 4567 \n\n  tabs\there 😀😀"]);
         let specials = ["<|endoftext|>".to_owned(), "<|pad|>".to_owned()];
-        train(&counts, 290, 1, &specials).expect("training succeeds")
+        train(counts, 290, 1, &specials).expect("training succeeds")
     }
 
     #[test]
