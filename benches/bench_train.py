@@ -1,0 +1,175 @@
+"""BPE training speed and memory against peers, each run in a fresh process (imports excluded).
+
+Task: vocab 10000 (specials `<|endoftext|>` and `<|pad|>` included), GPT-2 pattern, min_frequency 2.
+- smallgpt: `Tokenizer.train_files(path)` (reads and streams the file inside the timing).
+- Hugging Face `tokenizers`: BpeTrainer with ByteLevel and the 256-byte initial alphabet (the
+  merges smallgpt reproduces), fed the text cut into ~1 MB pieces at pre-tokenization-safe places
+  (same merges as the whole text, and HF can pre-tokenize the pieces in parallel); the cutting is
+  outside the timing.
+- gigabpe (HF-exact trainer, reads files; no 256-byte initial alphabet), rustbpe and flashbpe
+  (nanochat-style trainers, fed the same pieces, vocab 9998 as they have no special tokens), when
+  they are installed.
+"All threads" is every core of the machine; "1 thread" sets RAYON_NUM_THREADS=1 (and
+TOKENIZERS_PARALLELISM=false for HF). Peak RSS is the whole child process's (target for
+smallgpt's streamed training on the 57.6 MB corpus: <= 100 MB).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import pytest
+
+from benches.fresh import run_fresh
+from tests.corpora import CORPORA, corpus_path
+
+VOCAB = 10000
+SPECIALS = ["<|endoftext|>", "<|pad|>"]
+BIG = ["gutenberg_10mb", "gutenberg"]
+SMALL = ["tinyshakespeare", "wikitext2_valid"]
+
+# Cuts the corpus into ~1 MB pieces at places where pre-tokenizing the pieces separately gives
+# the pieces of the whole text (smallgpt's safe cut), outside the timing.
+_PIECES = """
+from smallgpt import _bpe
+text = open(PATH, encoding="utf-8").read()
+pieces, start = [], 0
+while len(text) - start > (1 << 20):
+    window = text[start:start + (1 << 20)]
+    cut = _bpe.safe_cut(window, "gpt2") or len(window)
+    pieces.append(window[:cut])
+    start += cut
+pieces.append(text[start:])
+"""
+
+_CODE = {
+    "smallgpt": """
+import time
+from smallgpt.tokenizer import Tokenizer
+start = time.perf_counter()
+tokenizer = Tokenizer.train_files(PATH, VOCAB)
+RESULT["seconds"] = time.perf_counter() - start
+RESULT["vocab_size"] = tokenizer.vocab_size
+""",
+    "hf-tokenizers": _PIECES
+    + """
+import time
+from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+hf = Tokenizer(models.BPE())
+hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+trainer = trainers.BpeTrainer(vocab_size=VOCAB, min_frequency=2, special_tokens=SPECIALS,
+    initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+start = time.perf_counter()
+hf.train_from_iterator(pieces, trainer)
+RESULT["seconds"] = time.perf_counter() - start
+RESULT["vocab_size"] = hf.get_vocab_size()
+""",
+    "gigabpe": """
+import time
+import gigabpe
+start = time.perf_counter()
+vocab, merges = gigabpe.train_bpe([PATH], VOCAB, special_tokens=SPECIALS, min_frequency=2,
+    pretokenizer="bytelevel", threads=THREADS)
+RESULT["seconds"] = time.perf_counter() - start
+RESULT["vocab_size"] = len(vocab)
+""",
+    "rustbpe": _PIECES
+    + """
+import time
+import rustbpe
+GPT2 = r"'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+"
+tokenizer = rustbpe.Tokenizer()
+start = time.perf_counter()
+tokenizer.train_from_iterator(iter(pieces), VOCAB - len(SPECIALS), pattern=GPT2)
+RESULT["seconds"] = time.perf_counter() - start
+RESULT["vocab_size"] = tokenizer.vocab_size
+""",
+}
+_CODE["flashbpe"] = _CODE["rustbpe"].replace("rustbpe", "flashbpe")
+
+PEERS = ["gigabpe", "rustbpe", "flashbpe"]
+
+
+def _path(name: str) -> str:
+    path = corpus_path(name)
+    if path is None or not path.is_file():
+        pytest.skip(f"corpus {CORPORA[name]} not found")
+    return str(path)
+
+
+def _measure(trainer: str, corpus: str, threads: int | None) -> dict:
+    """Runs one training in a fresh process; returns seconds, vocab_size and peak_rss_mb."""
+    env = dict(os.environ)
+    if threads == 1:
+        env["RAYON_NUM_THREADS"] = "1"
+        env["TOKENIZERS_PARALLELISM"] = "false"
+    header = f"PATH = {_path(corpus)!r}\nVOCAB = {VOCAB}\nSPECIALS = {SPECIALS!r}\n"
+    header += f"THREADS = {threads!r}\n"
+    return run_fresh(header + _CODE[trainer], env=env)
+
+
+def _thread_label(threads: int | None) -> str:
+    return "1 thread" if threads == 1 else f"all {os.cpu_count()} threads"
+
+
+@pytest.mark.parametrize("threads", [None, 1])
+@pytest.mark.parametrize("corpus", BIG)
+def test_training_speed_vs_hf_tokenizers(record, corpus, threads):
+    ours = _measure("smallgpt", corpus, threads)
+    hf = _measure("hf-tokenizers", corpus, threads)
+    assert ours["vocab_size"] == hf["vocab_size"] == VOCAB
+    label = f"{corpus}, {_thread_label(threads)}"
+    record("bpe-train", f"smallgpt {label}", ours["seconds"], "s", peak_rss_mb=ours["peak_rss_mb"])
+    record("bpe-train", f"HF tokenizers {label}", hf["seconds"], "s", peak_rss_mb=hf["peak_rss_mb"])
+    record(
+        "bpe-train",
+        f"speedup vs HF, {label}",
+        hf["seconds"] / ours["seconds"],
+        "x",
+        target=">= 9x (gigabpe's)",
+    )
+
+
+@pytest.mark.parametrize("corpus", SMALL)
+def test_training_speed_on_small_corpora_vs_hf_tokenizers(record, corpus):
+    ours = _measure("smallgpt", corpus, None)
+    hf = _measure("hf-tokenizers", corpus, None)
+    record("bpe-train", f"smallgpt {corpus}", ours["seconds"], "s")
+    record("bpe-train", f"HF tokenizers {corpus}", hf["seconds"], "s")
+    record("bpe-train", f"speedup vs HF, {corpus}", hf["seconds"] / ours["seconds"], "x")
+
+
+@pytest.mark.parametrize("threads", [None, 1])
+@pytest.mark.parametrize("corpus", BIG)
+@pytest.mark.parametrize("peer", PEERS)
+def test_training_speed_vs_other_trainers(record, peer, corpus, threads):
+    if importlib.util.find_spec(peer) is None:
+        pytest.skip(f"{peer} is not installed (pip install {peer})")
+    if threads == 1 and peer != "gigabpe":
+        pytest.skip(f"{peer} is timed with all threads only")
+    ours = _measure("smallgpt", corpus, threads)
+    theirs = _measure(peer, corpus, threads)
+    label = f"{corpus}, {_thread_label(threads)}"
+    record(
+        "bpe-train", f"{peer} {label}", theirs["seconds"], "s", peak_rss_mb=theirs["peak_rss_mb"]
+    )
+    record(
+        "bpe-train",
+        f"speedup vs {peer}, {label}",
+        theirs["seconds"] / ours["seconds"],
+        "x",
+        smallgpt_s=ours["seconds"],
+    )
+
+
+def test_streamed_training_peak_memory_on_the_57mb_corpus(record):
+    ours = _measure("smallgpt", "gutenberg", None)
+    record(
+        "bpe-train",
+        "smallgpt train_files peak RSS, gutenberg 57.6 MB",
+        ours["peak_rss_mb"],
+        "MB",
+        target="<= 100 MB",
+        seconds=ours["seconds"],
+    )
