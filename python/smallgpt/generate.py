@@ -341,3 +341,14 @@ def generate_text(
     )
     texts = [p + tokenizer.decode(ids) for p, ids in zip(prompts, new_ids)]
     return texts[0] if single else texts
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m smallgpt.generate --checkpoint DIR --prompt ...` (see smallgpt.generate_cli)."""
+    from smallgpt.generate_cli import main as cli_main
+
+    return cli_main(argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
