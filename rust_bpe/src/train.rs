@@ -125,12 +125,6 @@ impl<K: Eq + Hash> Default for Tally<K> {
     }
 }
 
-impl<K: Eq + Hash> Tally<K> {
-    fn len(&self) -> usize {
-        self.short.len() + self.long.len()
-    }
-}
-
 impl<'a> Tally<&'a str> {
     fn count(&mut self, piece: &'a str) {
         match pack(piece.as_bytes()) {
@@ -181,11 +175,6 @@ impl PieceCounts {
     /// The pre-tokenization pattern.
     pub fn pattern(&self) -> Pattern {
         self.pattern
-    }
-
-    /// Number of distinct pieces seen so far.
-    pub fn distinct_pieces(&self) -> usize {
-        self.counts.len()
     }
 
     /// Number of text bytes counted so far.
@@ -350,7 +339,7 @@ pub fn train(
         return Err(TrainError::EmptyCorpus);
     }
     let mut recorder = MergeRecorder::new(counts.pattern);
-    let mut state = MergeState::new(counts.counts);
+    let mut state = MergeState::new(counts.counts)?;
     let target = vocab_size - specials.len();
     while recorder.len() < target {
         let Some((left, right)) = state.best_pair(min_frequency) else {
@@ -416,7 +405,7 @@ struct MergeState {
 }
 
 impl MergeState {
-    fn new(counts: Tally<Box<[u8]>>) -> MergeState {
+    fn new(counts: Tally<Box<[u8]>>) -> Result<MergeState, TrainError> {
         let mut rank_byte: [u8; 256] = std::array::from_fn(|b| b as u8);
         rank_byte.sort_by_key(|&b| byte_level_char(b));
         let mut byte_rank = [0u32; 256];
@@ -442,6 +431,11 @@ impl MergeState {
             }
         });
         drop(counts);
+        if u32::try_from(state.words.len()).is_err() {
+            return Err(TrainError::Config(
+                "corpus too large: its distinct pieces hold more than 4 billion bytes".to_owned(),
+            ));
+        }
         let mut at = 0;
         while at < state.words.len() {
             let (len, weight) = state.word_header(at);
@@ -460,7 +454,7 @@ impl MergeState {
             .iter()
             .map(|(&key, stat)| (stat.count, std::cmp::Reverse(key)))
             .collect();
-        state
+        Ok(state)
     }
 
     /// Length and weight of the word whose header is at `at`.
