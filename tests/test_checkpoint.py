@@ -31,16 +31,15 @@ from smallgpt.checkpoint import (
 from smallgpt.model import SmallGPT
 from smallgpt.schedule import get_cosine_schedule_with_warmup
 
+from tests.train_helpers import single_thread
+
 REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny models run fastest on one thread, and a busy machine does not slow them down."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def one_thread():
+    with single_thread():
+        yield
 
 
 def tiny_model(seed: int = 0, dropout: float = 0.1) -> SmallGPT:

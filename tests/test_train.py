@@ -16,7 +16,7 @@ from smallgpt.data import TokenShardDataset, load_meta
 from smallgpt.model import SmallGPT
 from smallgpt.train import Trainer, TrainerCallback, TrainingDivergedError, accumulate_gradients
 
-from tests.train_helpers import make_shards, run_tiny, tiny_config
+from tests.train_helpers import make_shards, run_tiny, single_thread, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -25,12 +25,9 @@ def shards(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny models run fastest on one thread, and a busy machine does not slow them down."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def one_thread():
+    with single_thread():
+        yield
 
 
 def grads(model: torch.nn.Module) -> dict[str, torch.Tensor]:

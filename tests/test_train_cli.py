@@ -10,15 +10,21 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from smallgpt.checkpoint import load_model, load_tokenizer, verify_checkpoint
 from smallgpt.config import load_config
 from smallgpt.generate import generate_text
 from smallgpt.logger import read_metrics
+from smallgpt.train import main as train_main
 
-from tests.train_helpers import TINY, make_shards, run_tiny, write_text_sample
+from tests.train_helpers import TINY, make_shards, run_tiny, single_thread, write_text_sample
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    with single_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +37,7 @@ def train_cli(*args: str, launcher: tuple[str, ...] = ()) -> subprocess.Complete
     return subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=300)
 
 
-def test_cli_trains_from_raw_text_then_refuses_to_overwrite_then_resumes(tmp_path):
+def test_cli_trains_from_raw_text_then_refuses_to_overwrite_then_resumes(tmp_path, capsys):
     text = write_text_sample(tmp_path / "sample.txt", 40_000)
     run = tmp_path / "run"
     overrides = [
@@ -68,23 +74,29 @@ def test_cli_trains_from_raw_text_then_refuses_to_overwrite_then_resumes(tmp_pat
     sample = generate_text(model, tokenizer, "ROMEO:", max_length=5, seed=0)
     assert sample.startswith("ROMEO:")
 
-    again = train_cli("demo-cpu", *overrides, "--run-dir", str(run))
-    assert again.returncode == 1 and "already holds checkpoints" in again.stderr
-
-    resumed = train_cli(
-        "demo-cpu", *overrides, "train.max_steps=8", "--run-dir", str(run), "--resume", "auto"
-    )
-    assert resumed.returncode == 0, resumed.stderr
+    # The same entry point in-process (no second interpreter start-up): refuse, then resume.
+    assert train_main(["demo-cpu", *overrides, "--run-dir", str(run)]) == 1
+    assert "already holds checkpoints" in capsys.readouterr().err
+    resumed = [
+        "demo-cpu",
+        *overrides,
+        "train.max_steps=8",
+        "--run-dir",
+        str(run),
+        "--resume",
+        "auto",
+    ]
+    assert train_main(resumed) == 0
     steps = [r["step"] for r in read_metrics(run / "metrics.jsonl") if r["kind"] == "train"]
     assert steps == [1, 2, 3, 4, 5, 6, 7, 8]
 
 
-def test_cli_config_mistakes_exit_2_with_the_fix(tmp_path):
-    bad = train_cli("demo-cpu", "optim.learning_rate=1e-3", "--run-dir", str(tmp_path))
-    assert bad.returncode == 2
-    assert "unknown key 'optim.learning_rate'; did you mean 'optim.lr'?" in bad.stderr
-    missing = train_cli("no-such-config.yaml")
-    assert missing.returncode == 2 and "no-such-config.yaml" in missing.stderr
+def test_cli_config_mistakes_exit_2_with_the_fix(tmp_path, capsys):
+    assert train_main(["demo-cpu", "optim.learning_rate=1e-3", "--run-dir", str(tmp_path)]) == 2
+    assert "unknown key 'optim.learning_rate'; did you mean 'optim.lr'?" in capsys.readouterr().err
+    assert train_main(["no-such-config.yaml"]) == 2
+    assert "no-such-config.yaml" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # nothing was prepared or written
 
 
 @pytest.mark.slow
@@ -102,14 +114,7 @@ def test_two_ddp_processes_match_one_process_with_the_same_global_batch(shards, 
     )
     assert ddp.returncode == 0, ddp.stderr[-3000:]
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        single, rec = run_tiny(
-            shards, tmp_path / "single", *common[len(TINY) :], "train.batch_size=4"
-        )
-    finally:
-        torch.set_num_threads(threads)
+    single, rec = run_tiny(shards, tmp_path / "single", *common[len(TINY) :], "train.batch_size=4")
     records = read_metrics(tmp_path / "ddp" / "metrics.jsonl")
     train = [r for r in records if r["kind"] == "train"]
     assert len(train) == 4  # one record per step: only rank 0 logs
@@ -126,3 +131,20 @@ def test_two_ddp_processes_match_one_process_with_the_same_global_batch(shards, 
     assert sorted(p.name for p in ddp_ckpt.iterdir()) == ["best", "step_00000002", "step_00000004"]
     tokens = json.loads((ddp_ckpt / "step_00000004" / "state.json").read_text())
     assert tokens["trainer"]["tokens_seen"] == single.tokens_seen
+
+
+def test_demo_runs_the_whole_pipeline_on_the_bundled_text(tmp_path, capsys):
+    from smallgpt.demo import main as demo_main
+
+    overrides = [o for o in TINY if not o.startswith("log.")] + ["train.max_steps=4"]
+    assert demo_main([*overrides, "--run-dir", str(tmp_path / "demo")]) == 0
+    out = capsys.readouterr().out
+    bpb = float(out.split("validation bits per byte: ")[1].split()[0])
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    assert bpb == pytest.approx(summary["val_bits_per_byte"], abs=1e-4)
+    meta = json.loads((tmp_path / "demo" / "data" / "meta.json").read_text())
+    assert meta["val_fraction"] == 0.1
+    for name in ("loss.png", "samples.txt", "demo_samples.txt", "metrics.jsonl"):
+        assert (tmp_path / "demo" / name).stat().st_size > 0, name
+    assert (tmp_path / "demo" / "demo_samples.txt").read_text().startswith("ROMEO:")
+    verify_checkpoint(tmp_path / "demo" / "checkpoints" / "best")

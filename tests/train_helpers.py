@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
+import torch
 from smallgpt.config import PACKAGE_DIR, load_config
 from smallgpt.train import StepResult, Trainer, TrainerCallback
 
@@ -37,6 +40,17 @@ def write_text_sample(path: Path, num_chars: int = 60_000) -> Path:
     """The first `num_chars` characters of the bundled Tiny Shakespeare, as a file."""
     path.write_text(SHAKESPEARE.read_text(encoding="utf-8")[:num_chars], encoding="utf-8")
     return path
+
+
+@contextlib.contextmanager
+def single_thread() -> Iterator[None]:
+    """Tiny models run fastest on one thread, and then a busy machine does not slow them down."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 class Recorder(TrainerCallback):

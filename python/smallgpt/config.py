@@ -87,7 +87,9 @@ class TrainSection:
     """The loop: steps, batch, precision, evaluation cadence and stopping rules.
 
     `batch_size` is the number of sequences per micro-batch on each process; one optimizer step
-    sees batch_size * grad_accum_steps * world_size sequences.
+    sees batch_size * grad_accum_steps * world_size sequences. `eval_batches` is the number of
+    validation batches each process scores (null: the whole validation split). `num_threads`
+    sets torch's CPU threads (null: torch's default, one per core).
     """
 
     run_dir: str = "runs/default"
@@ -96,6 +98,7 @@ class TrainSection:
     grad_accum_steps: int = 1
     seed: int = 1337
     device: str = "auto"
+    num_threads: int | None = None
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     compile: bool = False
     eval_interval: int = 500
@@ -512,6 +515,10 @@ def validate_config(cfg: Config) -> None:
         t.eval_batches is None or t.eval_batches >= 1,
         "train.eval_batches must be >= 1, or null for the whole validation split "
         f"(got {t.eval_batches})",
+    )
+    need(
+        t.num_threads is None or t.num_threads >= 1,
+        f"train.num_threads must be >= 1 or null (got {t.num_threads})",
     )
     need(
         t.max_time_minutes is None or t.max_time_minutes > 0,

@@ -40,9 +40,12 @@ class Runtime:
         return torch.amp.GradScaler(self.device.type)
 
 
-def resolve_runtime(device: str, precision: str, local_rank: int = 0) -> Runtime:
+def resolve_runtime(
+    device: str, precision: str, local_rank: int = 0, num_threads: int | None = None
+) -> Runtime:
     """Pick the device ("auto": this rank's GPU if CUDA is available, else CPU) and precision
-    ("auto": bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU); turn TF32 on.
+    ("auto": bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU); turn TF32 on;
+    set torch's CPU thread count when `num_threads` is given.
 
     Raises ValueError when CUDA is requested but absent, or fp16 is requested on CPU.
     """
@@ -63,6 +66,8 @@ def resolve_runtime(device: str, precision: str, local_rank: int = 0) -> Runtime
     if resolved.type == "cuda":
         torch.cuda.set_device(resolved)
     torch.set_float32_matmul_precision("high")
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
     return Runtime(device=resolved, precision=precision)
 
 

@@ -218,8 +218,9 @@ class Trainer:
 
     def _setup(self, resume: str | Path | None) -> None:
         config = self.cfg
+        train = config.train
         self.runtime: Runtime = resolve_runtime(
-            config.train.device, config.train.precision, self.dist.local_rank
+            train.device, train.precision, self.dist.local_rank, train.num_threads
         )
         seed_everything(config.train.seed + self.dist.rank)
         resume_path = self._resolve_resume(resume)
