@@ -432,6 +432,17 @@ fn pack(bytes: &[u8]) -> Option<u128> {
     Some(u128::from_le_bytes(buf))
 }
 
+/// Masks keeping the `n` low bytes of a u128, for n < 16.
+static LOW_BYTES: [u128; PACKED_MAX + 1] = {
+    let mut masks = [0u128; PACKED_MAX + 1];
+    let mut n = 1;
+    while n <= PACKED_MAX {
+        masks[n] = (1u128 << (8 * n)) - 1;
+        n += 1;
+    }
+    masks
+};
+
 /// `pack(&text[start..end])`, reading the bytes with one unaligned load where the text is
 /// long enough.
 #[inline(always)]
@@ -444,8 +455,7 @@ fn pack_at(text: &[u8], start: usize, end: usize) -> Option<u128> {
         Some(window) => {
             let mut buf = [0u8; 16];
             buf.copy_from_slice(window);
-            let word = u128::from_le_bytes(buf) & ((1u128 << (8 * len)) - 1);
-            Some(word | (len as u128) << (8 * PACKED_MAX))
+            Some(u128::from_le_bytes(buf) & LOW_BYTES[len] | (len as u128) << (8 * PACKED_MAX))
         }
         None => pack(&text[start..end]),
     }
