@@ -34,19 +34,24 @@ mod python {
         PyValueError::new_err(message.to_string())
     }
 
-    /// Runs `f` on a rayon pool of `threads` threads (the global pool when None).
-    fn on_pool<R: Send>(threads: Option<usize>, f: impl FnOnce() -> R + Send) -> PyResult<R> {
-        match threads {
-            None => Ok(f()),
+    /// A rayon pool of `num_threads` threads, or None (use the global pool, all cores).
+    fn thread_pool(num_threads: Option<usize>) -> PyResult<Option<rayon::ThreadPool>> {
+        match num_threads {
+            None => Ok(None),
             Some(0) => Err(value_error(
                 "num_threads must be at least 1 (or None for all cores)",
             )),
             Some(n) => rayon::ThreadPoolBuilder::new()
                 .num_threads(n)
                 .build()
-                .map(|pool| pool.install(f))
+                .map(Some)
                 .map_err(|e| value_error(format!("cannot start {n} threads: {e}"))),
         }
+    }
+
+    /// Runs `f` on a new pool of `num_threads` threads (the global pool when None).
+    fn on_pool<R: Send>(num_threads: Option<usize>, f: impl FnOnce() -> R + Send) -> PyResult<R> {
+        Ok(in_pool(&thread_pool(num_threads)?, f))
     }
 
     /// Ids as u32, or a ValueError naming the first id outside the vocabulary.
@@ -428,20 +433,7 @@ mod python {
         #[new]
         #[pyo3(signature = (pattern, num_threads=None))]
         fn new(pattern: &str, num_threads: Option<usize>) -> PyResult<Self> {
-            let pool = match num_threads {
-                None => None,
-                Some(0) => {
-                    return Err(value_error(
-                        "num_threads must be at least 1 (or None for all cores)",
-                    ))
-                }
-                Some(n) => Some(
-                    rayon::ThreadPoolBuilder::new()
-                        .num_threads(n)
-                        .build()
-                        .map_err(|e| value_error(format!("cannot start {n} threads: {e}")))?,
-                ),
-            };
+            let pool = thread_pool(num_threads)?;
             Ok(PieceCounter {
                 counts: PieceCounts::new(parse_pattern(pattern)?),
                 pool,
