@@ -500,3 +500,91 @@ fn floor_char_boundary(s: &str, i: usize) -> usize {
     }
     i
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::{train, PieceCounts};
+
+    const SHAKESPEARE: &str = include_str!("../../python/smallgpt/assets/tinyshakespeare.txt");
+
+    fn trained(pattern: Pattern, vocab_size: usize, specials: &[&str]) -> Encoder {
+        let mut counts = PieceCounts::new(pattern);
+        counts.add_texts(&[&SHAKESPEARE[..200_000]]);
+        let specials: Vec<String> = specials.iter().map(|s| s.to_string()).collect();
+        Encoder::new(&train(counts, vocab_size, 2, &specials).expect("training a test vocab"))
+    }
+
+    #[test]
+    fn heap_merge_equals_the_quadratic_merge_on_every_piece() {
+        let encoder = trained(Pattern::Gpt2, 800, &[]);
+        let mut scratch = Scratch::default();
+        let long_pieces = [
+            "abracadabra".repeat(40),
+            "e".repeat(300),
+            "thee ".repeat(60),
+        ];
+        let pieces = crate::pretokenize::pieces(Pattern::Gpt2, &SHAKESPEARE[..30_000]);
+        for piece in pieces
+            .into_iter()
+            .chain(long_pieces.iter().map(String::as_str))
+        {
+            let (mut short, mut long) = (Vec::new(), Vec::new());
+            encoder.merge_short(piece.as_bytes(), &mut short, &mut scratch);
+            encoder.merge_long(piece.as_bytes(), &mut long, &mut scratch);
+            assert_eq!(short, long, "{piece:?}");
+        }
+    }
+
+    #[test]
+    fn decoding_gives_back_the_text() {
+        let encoder = trained(Pattern::Cl100k, 600, &["<|endoftext|>"]);
+        let text = "Grüße 😀, ſtrange 'S text\r\n\t 123456 — done";
+        let ids = encoder.encode_ordinary(text);
+        assert_eq!(encoder.decode_bytes(&ids), Ok(text.as_bytes().to_vec()));
+        let unknown = encoder.vocab_size() as u32;
+        assert_eq!(
+            encoder.decode_bytes(&[1, unknown]),
+            Err(UnknownId {
+                id: unknown,
+                vocab_size: encoder.vocab_size()
+            })
+        );
+    }
+
+    #[test]
+    fn parallel_encoding_equals_sequential_encoding() {
+        let encoder = trained(Pattern::Gpt2, 600, &[]);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .expect("a test pool");
+        let text = SHAKESPEARE.repeat(3);
+        let parallel = pool.install(|| encoder.encode_ordinary_parallel(&text));
+        assert_eq!(parallel, encoder.encode_ordinary(&text));
+        let chunks = split_for_parallel(Pattern::Gpt2, &text, 10_000);
+        assert!(chunks.len() > 100);
+        assert_eq!(chunks.concat(), text);
+    }
+
+    #[test]
+    fn allowed_specials_match_leftmost_then_longest() {
+        let encoder = trained(Pattern::Gpt2, 400, &["<|a|>", "<|a|>b", "<|z|>"]);
+        let id = |s: &str| {
+            let found = encoder.specials().iter().find(|(t, _)| t == s);
+            found.map(|&(_, id)| id).expect("a special token")
+        };
+        let all = [id("<|a|>"), id("<|a|>b"), id("<|z|>")];
+        let ids = encoder.encode_with_specials("x<|a|>b<|a|><|z|>y", &all);
+        let mut expected = encoder.encode_ordinary("x");
+        expected.extend([id("<|a|>b"), id("<|a|>"), id("<|z|>")]);
+        expected.extend(encoder.encode_ordinary("y"));
+        assert_eq!(ids, expected);
+        // Specials that are not allowed stay text.
+        let text = "x<|a|>b<|z|>";
+        let only_z = encoder.encode_with_specials(text, &[id("<|z|>")]);
+        let mut expected = encoder.encode_ordinary("x<|a|>b");
+        expected.push(id("<|z|>"));
+        assert_eq!(only_z, expected);
+    }
+}

@@ -111,3 +111,45 @@ fn read_some(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pretokenize::Pattern;
+    use crate::train::{train, PieceCounts};
+
+    const SHAKESPEARE: &str = include_str!("../../python/smallgpt/assets/tinyshakespeare.txt");
+
+    fn encode_path(encoder: &Encoder, path: &Path) -> Result<Vec<u32>, FileError> {
+        let mut ids = Vec::new();
+        encode_file(encoder, path, |chunk, _| {
+            ids.extend_from_slice(chunk);
+            true
+        })?;
+        Ok(ids)
+    }
+
+    #[test]
+    fn streamed_file_encodes_like_its_whole_text() {
+        let mut counts = PieceCounts::new(Pattern::Cl100k);
+        counts.add_texts(&[SHAKESPEARE]);
+        let vocab = train(counts, 700, 2, &[]).expect("training a test vocab");
+        let encoder = Encoder::new(&vocab);
+        // Longer than one batch, with multi-byte characters across read boundaries.
+        let text = format!("{}ÿ😀é\n", SHAKESPEARE).repeat(6);
+        let dir = std::env::temp_dir().join(format!("rust_bpe_encode_file_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temp dir");
+        let path = dir.join("text.txt");
+        std::fs::write(&path, &text).expect("writing the test file");
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .expect("a test pool");
+        let streamed = pool.install(|| encode_path(&encoder, &path));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(
+            streamed.expect("encoding the file"),
+            encoder.encode_ordinary(&text)
+        );
+    }
+}
