@@ -30,6 +30,10 @@ LOADERS = {
 from smallgpt.tokenizer import Tokenizer
 encode = Tokenizer.load(paths["json"]).encode
 """,
+    "smallgpt encode_to_numpy": """
+from smallgpt.tokenizer import Tokenizer
+encode = Tokenizer.load(paths["json"]).encode_to_numpy
+""",
     "tiktoken": """
 import tiktoken
 from tiktoken.load import load_tiktoken_bpe
@@ -108,6 +112,11 @@ def test_first_call_encode_throughput(files, tmp_path, record, threads, env):
     # several threads for one text unless RAYON_NUM_THREADS=1.
     ours, our_ids = _first_call("smallgpt", files, tmp_path / "smallgpt.npy", env)
     record("encode", f"smallgpt encode, first call, {threads}", ours, "MB/s")
+    if env is None:
+        # The parallel entry point, for comparison with peers that use every core.
+        speed, ids = _first_call("smallgpt encode_to_numpy", files, tmp_path / "numpy.npy", env)
+        record("encode", f"smallgpt encode_to_numpy, first call, {threads}", speed, "MB/s")
+        assert np.array_equal(ids, our_ids)
     for tool in ("tiktoken", "fastokens", "tokie"):
         if importlib.util.find_spec(tool) is None:
             record("encode", f"{tool}: not installed (pip install {tool})", float("nan"), "MB/s")
