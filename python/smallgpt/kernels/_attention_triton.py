@@ -24,57 +24,48 @@ LOG2E = tl.constexpr(1.4426950408889634)
 LN2 = tl.constexpr(0.6931471805599453)
 
 
-def _configs(shapes: list[tuple[int, int, int, int]]) -> list[triton.Config]:
-    """(first tile, second tile, warps, stages) -> autotune configs; one small config when interpreting.
-
-    The interpreter runs programs one after another in Python, so it gets one config (no tuning) with
-    tiles that still split a 77-token sequence into several blocks, exercising every loop phase.
-    """
+def _configs(names: tuple[str, str], shapes: list[tuple[int, int, int, int]]) -> list:
+    """(owned tile, walked tile, warps, stages) -> autotune configs naming the tiles `names`."""
     return [
-        triton.Config({"BLOCK_A": a, "BLOCK_B": b}, num_warps=w, num_stages=s)
+        triton.Config({names[0]: a, names[1]: b}, num_warps=w, num_stages=s)
         for a, b, w, s in shapes
     ]
 
 
+# Forward and dQ programs own a query tile (BLOCK_M) and walk key tiles (BLOCK_N); dK/dV programs
+# own a key tile and walk query tiles. The owned tile must be a multiple of the walked one.
+_QUERY_OWNED = ("BLOCK_M", "BLOCK_N")
+_KEY_OWNED = ("BLOCK_N", "BLOCK_M")
 if interpreting():
-    _FWD = _configs([(32, 16, 4, 1)])
-    _BWD_KV = _configs([(32, 16, 4, 1)])
-    _BWD_Q = _configs([(32, 16, 4, 1)])
+    # The interpreter runs programs one after another in Python: no tuning, and tiles that still
+    # split a 77-token sequence into several blocks so that every loop phase is exercised.
+    _FWD = _configs(_QUERY_OWNED, [(32, 16, 4, 1)])
+    _BWD_KV = _configs(_KEY_OWNED, [(32, 16, 4, 1)])
+    _BWD_Q = _configs(_QUERY_OWNED, [(32, 16, 4, 1)])
 else:
-    # BLOCK_A is the tile the program owns, BLOCK_B the tile its loop walks over.
+    # Candidates that compile without register spills for head_dim 64 on sm_90 (cuobjdump
+    # -res-usage), each list keeping spill-free ones with dropout too; autotuning picks per shape.
     _FWD = _configs(
-        [
-            (128, 64, 4, 3),
-            (128, 64, 8, 3),
-            (128, 128, 8, 3),
-            (128, 32, 4, 4),
-            (64, 64, 4, 3),
-            (64, 32, 4, 4),
-        ]
+        _QUERY_OWNED,
+        [(128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (64, 64, 4, 3), (64, 32, 4, 3)],
     )
     _BWD_KV = _configs(
-        [
-            (128, 32, 4, 3),
-            (128, 32, 8, 4),
-            (128, 64, 8, 3),
-            (64, 32, 4, 3),
-            (64, 64, 4, 3),
-            (64, 16, 4, 4),
-        ]
+        _KEY_OWNED, [(128, 32, 8, 3), (128, 64, 8, 3), (64, 32, 4, 3), (64, 32, 8, 3)]
     )
     _BWD_Q = _configs(
-        [
-            (128, 32, 4, 3),
-            (128, 32, 8, 4),
-            (128, 64, 8, 3),
-            (64, 32, 4, 3),
-            (64, 64, 4, 3),
-            (64, 16, 4, 4),
-        ]
+        _QUERY_OWNED, [(128, 32, 8, 3), (128, 64, 8, 3), (64, 32, 4, 3), (64, 64, 4, 3)]
     )
 
 # Retune only when the sequence length changes octave, not for every length (generation loops).
 _KEY = ["SEQ_BUCKET", "HEAD_DIM", "CAUSAL", "DROPOUT"]
+
+
+@triton.jit
+def _rows(offs, WIDE: tl.constexpr):
+    """Row indices for addresses inside one (batch, head) slice; int64 only if they can overflow."""
+    if WIDE:
+        offs = offs.to(tl.int64)
+    return offs
 
 
 @triton.jit
@@ -108,6 +99,7 @@ def _fwd_inner(
     DROPOUT: tl.constexpr,
     BLOCK_N: tl.constexpr,
     PRECISION: tl.constexpr,
+    WIDE: tl.constexpr,
 ):
     """Online-softmax accumulation of key/value blocks [lo, hi) into (acc, l_i, m_i).
 
@@ -116,7 +108,7 @@ def _fwd_inner(
     arange_n = tl.arange(0, BLOCK_N)
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + arange_n
-        rows_n = offs_n.to(tl.int64)
+        rows_n = _rows(offs_n, WIDE)
         kt_ptrs = k_base + rows_n[None, :] * stride_kt + offs_d[:, None]
         v_ptrs = v_base + rows_n[:, None] * stride_vt + offs_d[None, :]
         if MASK:
@@ -173,11 +165,10 @@ def _attn_fwd_kernel(
     CAUSAL: tl.constexpr,
     DROPOUT: tl.constexpr,
     PRECISION: tl.constexpr,
-    BLOCK_A: tl.constexpr,
-    BLOCK_B: tl.constexpr,
+    WIDE: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
 ):
-    BLOCK_M: tl.constexpr = BLOCK_A
-    BLOCK_N: tl.constexpr = BLOCK_B
     # the diagonal starts at a multiple of BLOCK_M, which must be a key-block boundary
     tl.static_assert(BLOCK_M % BLOCK_N == 0)
     # Causal blocks near the end of the sequence have the most work: schedule them first.
@@ -188,7 +179,7 @@ def _attn_fwd_kernel(
     start_m = pid_m * BLOCK_M
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
-    rows_m = offs_m.to(tl.int64)
+    rows_m = _rows(offs_m, WIDE)
     row_ok = offs_m < T
 
     q_ptrs = Q + b * stride_qb + h * stride_qh + rows_m[:, None] * stride_qt + offs_d[None, :]
@@ -233,6 +224,7 @@ def _attn_fwd_kernel(
         DROPOUT,
         BLOCK_N,
         PRECISION,
+        WIDE,
     )
     acc, l_i, m_i = _fwd_inner(
         acc,
@@ -257,6 +249,7 @@ def _attn_fwd_kernel(
         DROPOUT,
         BLOCK_N,
         PRECISION,
+        WIDE,
     )
 
     out = acc / l_i[:, None]
@@ -332,12 +325,13 @@ def _bwd_kv_inner(
     DROPOUT: tl.constexpr,
     BLOCK_M: tl.constexpr,
     PRECISION: tl.constexpr,
+    WIDE: tl.constexpr,
 ):
     """Accumulate dK, dV of one key block over query blocks [lo, hi), in transposed (key, query) tiles."""
     arange_m = tl.arange(0, BLOCK_M)
     for start_m in range(lo, hi, BLOCK_M):
         offs_m = start_m + arange_m
-        rows_m = offs_m.to(tl.int64)
+        rows_m = _rows(offs_m, WIDE)
         qt_ptrs = q_base + rows_m[None, :] * stride_qt + offs_d[:, None]
         do_ptrs = do_base + rows_m[:, None] * stride_dot + offs_d[None, :]
         if MASK:
@@ -410,11 +404,10 @@ def _attn_bwd_kv_kernel(
     CAUSAL: tl.constexpr,
     DROPOUT: tl.constexpr,
     PRECISION: tl.constexpr,
-    BLOCK_A: tl.constexpr,
-    BLOCK_B: tl.constexpr,
+    WIDE: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_M: tl.constexpr,
 ):
-    BLOCK_N: tl.constexpr = BLOCK_A
-    BLOCK_M: tl.constexpr = BLOCK_B
     # the diagonal starts at a multiple of BLOCK_N, which must be a query-block boundary
     tl.static_assert(BLOCK_N % BLOCK_M == 0)
     # key blocks near the start have the most (causal) queries and come first in grid order
@@ -425,7 +418,7 @@ def _attn_bwd_kv_kernel(
     start_n = pid_n * BLOCK_N
     offs_n = start_n + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM)
-    rows_n = offs_n.to(tl.int64)
+    rows_n = _rows(offs_n, WIDE)
     row_ok = offs_n[:, None] < T
     k = tl.load(
         K + b * stride_kb + h * stride_kh + rows_n[:, None] * stride_kt + offs_d[None, :],
@@ -478,6 +471,7 @@ def _attn_bwd_kv_kernel(
             DROPOUT,
             BLOCK_M,
             PRECISION,
+            WIDE,
         )
     else:
         full_lo = 0
@@ -507,6 +501,7 @@ def _attn_bwd_kv_kernel(
         DROPOUT,
         BLOCK_M,
         PRECISION,
+        WIDE,
     )
     dk, dv = _bwd_kv_inner(
         dk,
@@ -533,6 +528,7 @@ def _attn_bwd_kv_kernel(
         DROPOUT,
         BLOCK_M,
         PRECISION,
+        WIDE,
     )
 
     dk = dk * softmax_scale
@@ -573,12 +569,13 @@ def _bwd_q_inner(
     DROPOUT: tl.constexpr,
     BLOCK_N: tl.constexpr,
     PRECISION: tl.constexpr,
+    WIDE: tl.constexpr,
 ):
     """Accumulate dQ of one query block over key blocks [lo, hi)."""
     arange_n = tl.arange(0, BLOCK_N)
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + arange_n
-        rows_n = offs_n.to(tl.int64)
+        rows_n = _rows(offs_n, WIDE)
         kt_ptrs = k_base + rows_n[None, :] * stride_kt + offs_d[:, None]
         vt_ptrs = v_base + rows_n[None, :] * stride_vt + offs_d[:, None]
         if MASK:
@@ -637,11 +634,10 @@ def _attn_bwd_q_kernel(
     CAUSAL: tl.constexpr,
     DROPOUT: tl.constexpr,
     PRECISION: tl.constexpr,
-    BLOCK_A: tl.constexpr,
-    BLOCK_B: tl.constexpr,
+    WIDE: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
 ):
-    BLOCK_M: tl.constexpr = BLOCK_A
-    BLOCK_N: tl.constexpr = BLOCK_B
     tl.static_assert(BLOCK_M % BLOCK_N == 0)
     pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
@@ -650,7 +646,7 @@ def _attn_bwd_q_kernel(
     start_m = pid_m * BLOCK_M
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
-    rows_m = offs_m.to(tl.int64)
+    rows_m = _rows(offs_m, WIDE)
     row_ok = offs_m < T
     q = tl.load(
         Q + b * stride_qb + h * stride_qh + rows_m[:, None] * stride_qt + offs_d[None, :],
@@ -702,6 +698,7 @@ def _attn_bwd_q_kernel(
         DROPOUT,
         BLOCK_N,
         PRECISION,
+        WIDE,
     )
     dq = _bwd_q_inner(
         dq,
@@ -727,6 +724,7 @@ def _attn_bwd_q_kernel(
         DROPOUT,
         BLOCK_N,
         PRECISION,
+        WIDE,
     )
     dq = dq * softmax_scale
     tl.store(
@@ -757,6 +755,16 @@ def _unit_last(t: torch.Tensor) -> torch.Tensor:
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
+def _needs_wide_rows(*tensors: torch.Tensor) -> bool:
+    """Whether an offset inside one (batch, head) slice can pass int32: seq * row stride >= 2**31."""
+    return any(t.shape[2] * t.stride(2) + t.shape[3] >= 2**31 for t in tensors)
+
+
+def _grid(owned_tile: str, seq_len: int, batch_heads: int):
+    """Launch grid: one program per owned tile of the sequence, per (batch, head)."""
+    return lambda meta: (triton.cdiv(seq_len, meta[owned_tile]), batch_heads)
+
+
 def _seq_bucket(seq_len: int) -> int:
     return triton.next_power_of_2(seq_len)
 
@@ -775,11 +783,7 @@ def forward(
     """Fill `out` (B, H, T, D) and `lse` (B, H, T) fp32 with the attention forward."""
     q, k, v = _unit_last(q), _unit_last(k), _unit_last(v)
     batch, heads, seq_len, head_dim = q.shape
-
-    def grid(meta: dict) -> tuple[int, int]:
-        return triton.cdiv(seq_len, meta["BLOCK_A"]), batch * heads
-
-    _attn_fwd_kernel[grid](
+    _attn_fwd_kernel[_grid("BLOCK_M", seq_len, batch * heads)](
         q,
         k,
         v,
@@ -799,6 +803,7 @@ def forward(
         CAUSAL=causal,
         DROPOUT=dropout_p > 0.0,
         PRECISION=dot_precision(q.dtype),
+        WIDE=_needs_wide_rows(q, k, v, out),
     )
 
 
@@ -839,12 +844,9 @@ def backward(
         "CAUSAL": causal,
         "DROPOUT": dropout_p > 0.0,
         "PRECISION": dot_precision(q.dtype),
+        "WIDE": _needs_wide_rows(q, k, v, grad_out, dq, dk, dv),
     }
-
-    def grid(meta: dict) -> tuple[int, int]:
-        return triton.cdiv(seq_len, meta["BLOCK_A"]), batch * heads
-
-    _attn_bwd_kv_kernel[grid](
+    _attn_bwd_kv_kernel[_grid("BLOCK_N", seq_len, batch * heads)](
         q,
         k,
         v,
@@ -867,7 +869,7 @@ def backward(
         dropout_p,
         **common,
     )
-    _attn_bwd_q_kernel[grid](
+    _attn_bwd_q_kernel[_grid("BLOCK_M", seq_len, batch * heads)](
         q,
         k,
         v,

@@ -2,8 +2,9 @@
 
 Imported only when a kernel runs (see `_support`). One program handles one row of logits: a first
 sweep keeps a running max and sum of exponentials (online softmax), a second sweep writes the
-gradient. When the whole row fits in one block (vocabularies up to 16384 columns) the row is read
-from memory once and both sweeps run on registers.
+gradient. A row that fits in one block is read from memory once and both sweeps run on registers;
+longer rows are swept in blocks of 4096 by small programs (64 registers a thread, several resident
+per SM to hide memory latency), whose second sweep mostly re-reads the row from L2.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ if interpreting():
     # small blocks so that tests with a few thousand columns exercise the multi-block sweeps
     _SINGLE_MAX, _LOOP_BLOCK = 512, 256
 else:
-    _SINGLE_MAX, _LOOP_BLOCK = 16384, 8192
+    _SINGLE_MAX, _LOOP_BLOCK = 4096, 4096
 
 
 @triton.jit
@@ -131,8 +132,8 @@ def _block_and_warps(n_cols: int) -> tuple[int, int, bool]:
     """(BLOCK_V, num_warps, single block) for rows of n_cols columns."""
     block = triton.next_power_of_2(n_cols)
     if block <= _SINGLE_MAX:
-        return block, max(1, min(16, block // 1024)), True
-    return _LOOP_BLOCK, 16, False
+        return block, max(1, min(8, block // 512)), True
+    return _LOOP_BLOCK, 8, False
 
 
 def cross_entropy_rows(
@@ -188,6 +189,6 @@ def scale_rows(grad: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         scale.stride(0) if scale.dim() else 0,
         n_cols,
         BLOCK_V=block,
-        num_warps=max(1, min(16, block // 1024)),
+        num_warps=max(1, min(8, block // 512)),
     )
     return out

@@ -311,11 +311,14 @@ def _scale_rows_fake(grad, scale):
 # --- linear_cross_entropy: chunked LM head + loss -------------------------------------------------
 
 
-def _mm_fp32(a: Tensor, b: Tensor) -> Tensor:
-    """a @ b with a float32 result; cuBLAS writes fp32 directly from 16-bit inputs."""
+def _accumulate_fp32(acc: Tensor, a: Tensor, b: Tensor) -> None:
+    """acc += a @ b with fp32 `acc`; cuBLAS accumulates 16-bit products straight into it."""
     if a.is_cuda and a.dtype in (torch.float16, torch.bfloat16):
-        return torch.mm(a, b, out_dtype=torch.float32)
-    return torch.mm(a, b).float()
+        torch.addmm(acc, a, b, out_dtype=torch.float32, out=acc)
+    elif a.dtype == torch.float32:
+        acc.addmm_(a, b)
+    else:
+        acc.addmm_(a.float(), b.float())
 
 
 def _linear_chunks(
@@ -365,9 +368,12 @@ def _linear_chunks(
                 label_smoothing,
             )
             if grad_hidden is not None:
-                grad_hidden[start:stop] = logits @ w
+                if grad_hidden.dtype == compute_dtype:
+                    torch.mm(logits, w, out=grad_hidden[start:stop])
+                else:
+                    grad_hidden[start:stop] = logits @ w
             if grad_weight is not None:
-                grad_weight += _mm_fp32(logits.T, h)
+                _accumulate_fp32(grad_weight, logits.T, h)
     return loss_rows, grad_hidden, grad_weight
 
 
