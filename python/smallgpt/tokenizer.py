@@ -276,7 +276,8 @@ class Tokenizer:
 
         Special token strings in the text are ordinary text unless listed in `allowed_special`
         ("all" allows every special token); allowed ones become their ids. With
-        `add_special_tokens=True` the ids start with `<|endoftext|>`.
+        `add_special_tokens=True` the ids start with `<|endoftext|>`. Texts of several MB
+        without allowed special tokens are encoded on all cores (same ids).
         Raises TypeError for a non-str text, ValueError for an unknown special token.
         """
         ids = self._core.encode(_check_text(text), self._allowed_ids(allowed_special))

@@ -216,6 +216,7 @@ impl Encoder {
 
     /// Encodes `text`; occurrences of the special tokens whose ids are in `allowed` become those
     /// ids (leftmost first, the longest at a given position), the rest of the text is ordinary.
+    /// Long texts without allowed specials are encoded in parallel on the current rayon pool.
     pub fn encode_with_specials(&self, text: &str, allowed: &[u32]) -> Vec<u32> {
         let specials: Vec<(&str, u32)> = self
             .specials
@@ -223,11 +224,14 @@ impl Encoder {
             .filter(|(s, id)| allowed.contains(id) && !s.is_empty())
             .map(|(s, id)| (s.as_str(), *id))
             .collect();
-        let mut out = Vec::with_capacity(text.len() / 4 + 1);
         if specials.is_empty() {
-            self.encode_ordinary_into(text, &mut out);
-            return out;
+            return if text.len() >= 2 * PARALLEL_CHUNK {
+                self.encode_ordinary_parallel(text)
+            } else {
+                self.encode_ordinary(text)
+            };
         }
+        let mut out = Vec::with_capacity(text.len() / 4 + 1);
         let finders: Vec<memchr::memmem::Finder> = specials
             .iter()
             .map(|(s, _)| memchr::memmem::Finder::new(s.as_bytes()))
