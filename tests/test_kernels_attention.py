@@ -122,6 +122,32 @@ def test_broadcast_upstream_gradient_from_sum():
 
 
 @needs_kernels
+def test_int64_row_offsets_are_chosen_when_a_slice_passes_int32():
+    from smallgpt.kernels import _attention_triton
+
+    narrow = torch.empty_strided((1, 1, 40000, 64), (0, 0, 3 * 64, 1), device="meta")
+    wide = torch.empty_strided((1, 1, 40000, 64), (0, 0, 60000, 1), device="meta")
+    assert not _attention_triton._needs_wide_rows(narrow)
+    assert _attention_triton._needs_wide_rows(narrow, wide)
+
+
+@needs_kernels
+def test_int64_row_offsets_give_the_same_results(monkeypatch):
+    from smallgpt.kernels import _attention_triton
+
+    q, k, v = _qkv(1, 2, 40, 32, torch.float32, seed=80)
+
+    def run():
+        out = flash_attention(q, k, v, dropout_p=0.2, seed=9)
+        return (out, *torch.autograd.grad(out.square().sum(), (q, k, v)))
+
+    narrow = run()
+    monkeypatch.setattr(_attention_triton, "_needs_wide_rows", lambda *tensors: True)
+    for a, b in zip(narrow, run()):
+        assert torch.equal(a, b)
+
+
+@needs_kernels
 def test_output_is_laid_out_batch_seq_heads():
     q, k, v = _qkv(2, 3, 9, 32, torch.float32, seed=5)
     out = flash_attention(q, k, v)
