@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from smallgpt.generate import (
@@ -65,10 +66,11 @@ def test_greedy_kv_cache_equals_recompute_past_max_seq_len(context_shift):
     assert got == [recompute_greedy(model, p, 30, context_shift) for p in prompts]
 
 
-def test_prompt_tensor_and_list_give_the_same_output():
+def test_prompt_tensor_numpy_and_list_give_the_same_output():
     model = tiny_model()
     prompt = [3, 1, 4, 1, 5]
     from_list = generate(model, [prompt], 10, temperature=0)
+    assert generate(model, [np.array(prompt, dtype=np.uint16)], 10, temperature=0) == from_list
     assert generate(model, torch.tensor(prompt), 10, temperature=0) == from_list
     assert generate(model, torch.tensor([prompt]), 10, temperature=0) == from_list
 
@@ -214,6 +216,7 @@ def test_one_dimensional_logits_give_one_id():
         (lambda m: generate(m, [[1]], 5, top_p=0.0), ValueError),
         (lambda m: generate(m, [[1]], 5, top_k=0), ValueError),
         (lambda m: generate(m, [[1]], 5, repetition_penalty=0), ValueError),
+        (lambda m: generate(m, [[1.0, 2.0]], 5), TypeError),
         (lambda m: top_k_sampling(torch.tensor([1, 2]), 1), TypeError),
     ],
 )

@@ -52,6 +52,8 @@ class TextDataset(Dataset):
             raise ValueError(f"max_seq_len must be at least 2, got {max_seq_len}")
         if not 1 <= stride <= max_seq_len:
             raise ValueError(f"stride must be in [1, max_seq_len={max_seq_len}], got {stride}")
+        if tokenizer.eos_token_id is None or tokenizer.pad_token_id is None:
+            raise ValueError("the tokenizer needs <|endoftext|> and <|pad|> special tokens")
         encoded = (
             tokenizer.encode_batch(list(texts))
             if hasattr(tokenizer, "encode_batch")

@@ -18,6 +18,7 @@ Sampling helpers take logits (..., vocab) and never modify them: filters return 
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -139,12 +140,15 @@ def _check_prompts(prompts: Sequence[Sequence[int]] | Tensor, vocab_size: int) -
         raise ValueError("prompts must be a non-empty list of token-id lists (encode text first)")
     checked = []
     for index, prompt in enumerate(prompts):
-        ids = list(prompt)
+        try:
+            ids = [operator.index(i) for i in prompt]
+        except TypeError:
+            raise TypeError(f"prompt {index} must be a sequence of integer token ids") from None
         if not ids:
             raise ValueError(
                 f"prompt {index} is empty; start it with a token such as <|endoftext|>"
             )
-        if not all(isinstance(i, int) and 0 <= i < vocab_size for i in ids):
+        if not all(0 <= i < vocab_size for i in ids):
             raise ValueError(f"prompt {index} holds ids outside [0, vocab_size={vocab_size})")
         checked.append(ids)
     return checked

@@ -501,24 +501,30 @@ class SmallGPT(nn.Module):
         if self.config.pad_token_id is not None:
             targets = targets.masked_fill(targets == self.config.pad_token_id, IGNORE_INDEX)
         targets = targets.reshape(-1)
-        if not return_logits:
-            fused = _fused_loss_for(hidden.device.type)
-            if fused is not None:
-                loss = fused(
-                    hidden[:, :-1].reshape(-1, hidden.size(-1)),
-                    self.lm_head.weight,
-                    targets,
-                    ignore_index=IGNORE_INDEX,
-                    reduction=reduction,
-                    vocab_size=self.config.vocab_size,
-                )
-                return None, loss
-        logits = self.logits(hidden)
-        shifted = logits[:, :-1].reshape(-1, logits.size(-1))
-        if shifted.element_size() < 4:  # half-precision logits: take the softmax in float32
-            shifted = shifted.float()
-        loss = F.cross_entropy(shifted, targets, ignore_index=IGNORE_INDEX, reduction=reduction)
-        return (logits if return_logits else None), loss
+        if return_logits:
+            logits = self.logits(hidden)
+            return logits, self._cross_entropy(logits[:, :-1], targets, reduction)
+        predicting = hidden[:, :-1].reshape(-1, hidden.size(-1))
+        fused = _fused_loss_for(hidden.device.type)
+        if fused is not None:
+            loss = fused(
+                predicting,
+                self.lm_head.weight,
+                targets,
+                ignore_index=IGNORE_INDEX,
+                reduction=reduction,
+                vocab_size=self.config.vocab_size,
+            )
+            return None, loss
+        # Only the positions that predict something get logits: no slice-and-copy of them.
+        return None, self._cross_entropy(self.logits(predicting), targets, reduction)
+
+    @staticmethod
+    def _cross_entropy(logits: Tensor, targets: Tensor, reduction: str) -> Tensor:
+        logits = logits.reshape(-1, logits.size(-1))
+        if logits.element_size() < 4:  # half-precision logits: take the softmax in float32
+            logits = logits.float()
+        return F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, reduction=reduction)
 
     def _check_input_ids(self, input_ids: Tensor) -> None:
         if not isinstance(input_ids, Tensor):
