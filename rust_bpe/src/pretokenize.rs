@@ -296,24 +296,30 @@ pub fn for_each_piece<'a>(pattern: Pattern, text: &'a str, mut f: impl FnMut(&'a
 
 /// Calls `f(start, end)` with the byte range of each pre-token piece of `text`, in order.
 #[inline]
-pub fn for_each_span(pattern: Pattern, text: &str, f: impl FnMut(usize, usize)) {
+pub fn for_each_span(pattern: Pattern, text: &str, mut f: impl FnMut(usize, usize)) {
     let b = text.as_bytes();
-    match pattern {
-        Pattern::Gpt2 => scan(b, gpt2_piece_end, f),
-        Pattern::Cl100k => scan(b, cl100k_piece_end, f),
-        Pattern::Whole => scan(b, |b, _| b.len(), f),
-    }
-}
-
-/// Cuts `b` into consecutive pieces; `piece_end` is a function item, so each pattern gets its
-/// own loop with the scanner inlined.
-#[inline(always)]
-fn scan(b: &[u8], piece_end: impl Fn(&[u8], usize) -> usize, mut f: impl FnMut(usize, usize)) {
+    // One loop per pattern, each calling its scanner directly so that it is inlined.
     let mut start = 0;
-    while start < b.len() {
-        let end = piece_end(b, start);
-        f(start, end);
-        start = end;
+    match pattern {
+        Pattern::Gpt2 => {
+            while start < b.len() {
+                let end = gpt2_piece_end(b, start);
+                f(start, end);
+                start = end;
+            }
+        }
+        Pattern::Cl100k => {
+            while start < b.len() {
+                let end = cl100k_piece_end(b, start);
+                f(start, end);
+                start = end;
+            }
+        }
+        Pattern::Whole => {
+            if !b.is_empty() {
+                f(0, b.len());
+            }
+        }
     }
 }
 
