@@ -170,7 +170,8 @@ def test_no_grad_gives_the_same_loss():
 
 @needs_kernels
 def test_cross_entropy_custom_op_passes_opcheck():
-    logits = randn(9, 33, seed=16, dtype=torch.float32).requires_grad_()
+    # column-major logits: the op copies them, and its fake must promise the same output layout
+    logits = randn(33, 9, seed=16, dtype=torch.float32).T.requires_grad_()
     targets = _targets(9, 30, seed=17)
     torch.library.opcheck(
         torch.ops.smallgpt.cross_entropy.default, (logits, targets, -100, "mean", 0.1, 30, True)
@@ -274,6 +275,15 @@ def test_linear_no_grad_gives_the_same_loss():
         inference = linear_cross_entropy(hidden, weight, targets, chunk_size=6)
     trained = linear_cross_entropy(hidden, weight, targets, chunk_size=6)
     assert torch.equal(inference, trained.detach())
+
+
+@needs_kernels
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_linear_custom_op_passes_opcheck(reduction):
+    hidden = randn(13, 8, seed=38, dtype=torch.float32).requires_grad_()
+    weight = randn(30, 8, seed=39, dtype=torch.float32).requires_grad_()
+    args = (hidden, weight, _targets(13, 30, seed=40), -100, reduction, 0.1, 30, 5, torch.float32)
+    torch.library.opcheck(torch.ops.smallgpt.linear_cross_entropy.default, (*args, True, True))
 
 
 @needs_kernels

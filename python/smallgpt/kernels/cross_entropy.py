@@ -262,7 +262,7 @@ def _cross_entropy_op(
     logits = _unit_columns(logits)
     scored, scale = _scored_scale(targets, ignore_index, reduction)
     loss_rows = torch.empty(logits.shape[0], dtype=torch.float32, device=logits.device)
-    grad = torch.empty_like(logits) if compute_grad else None
+    grad = logits.new_empty(logits.shape) if compute_grad else None
     _triton().cross_entropy_rows(
         logits,
         targets.contiguous(),
@@ -281,7 +281,7 @@ def _cross_entropy_op(
 def _cross_entropy_fake(
     logits, targets, ignore_index, reduction, label_smoothing, vocab_size, compute_grad
 ):
-    grad = torch.empty_like(logits) if compute_grad else logits.new_empty(0)
+    grad = logits.new_empty(logits.shape) if compute_grad else logits.new_empty(0)
     return _loss_like(logits.shape[0], reduction, logits.device), grad
 
 
@@ -343,7 +343,7 @@ def _linear_chunks(
     w = weight.to(compute_dtype)
     targets = targets.contiguous()
     loss_rows = torch.empty(n_rows, dtype=torch.float32, device=hidden.device)
-    grad_hidden = torch.empty_like(hidden) if want_grad_hidden else None
+    grad_hidden = hidden.new_empty(hidden.shape) if want_grad_hidden else None
     grad_weight = (
         torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
         if want_grad_weight
@@ -435,7 +435,7 @@ def _linear_cross_entropy_fake(
     early = reduction != "none"
     return (
         _loss_like(hidden.shape[0], reduction, hidden.device),
-        torch.empty_like(hidden) if grad_hidden and early else _empty0(hidden),
+        hidden.new_empty(hidden.shape) if grad_hidden and early else _empty0(hidden),
         weight.new_empty(weight.shape, dtype=torch.float32)
         if grad_weight and early
         else _empty0(hidden).float(),
@@ -490,8 +490,8 @@ def _linear_cross_entropy_backward_fake(
     grad_weight,
 ):
     return (
-        torch.empty_like(hidden) if grad_hidden else _empty0(hidden),
-        torch.empty_like(weight) if grad_weight else _empty0(weight),
+        hidden.new_empty(hidden.shape) if grad_hidden else _empty0(hidden),
+        weight.new_empty(weight.shape) if grad_weight else _empty0(weight),
     )
 
 
