@@ -19,10 +19,11 @@
 //! internally, so comparing internal ids is HF's tie-break.
 //!
 //! When a merged string already exists (two merge paths to the same bytes) its id is reused and
-//! the vocabulary does not grow, as in HF. One difference remains: HF also reuses the id of a
-//! special token whose text a merge spells (possible only when a special token can be one
-//! pre-token piece, e.g. with the `none` pattern); here special tokens never double as learned
-//! tokens, so such a merge adds a regular token.
+//! the vocabulary does not grow, as in HF. One difference remains: HF gives a byte or a learned
+//! token the id of a special token spelled the same (possible only for a special token that is
+//! one byte-level character, or one pre-token piece, e.g. with the `none` pattern), which
+//! changes its vocabulary count and tie-breaks; here special tokens never double as regular
+//! tokens.
 //!
 //! # How it stays fast
 //! Pair counts are updated incrementally from the neighbours of each merged occurrence; a
