@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from smallgpt.kernels._support import dot_precision, interpreting
+from smallgpt.kernels._support import dot_precision, interpreting, unit_last_stride
 
 # Globals used inside kernels must be constexpr.
 LOG2E = tl.constexpr(1.4426950408889634)
@@ -750,11 +750,6 @@ def _bhtd_strides(t: torch.Tensor) -> tuple[int, int, int]:
     return t.stride(0), t.stride(1), t.stride(2)
 
 
-def _unit_last(t: torch.Tensor) -> torch.Tensor:
-    """Kernels address head_dim as contiguous; copy the rare tensor where it is not."""
-    return t if t.stride(-1) == 1 else t.contiguous()
-
-
 def _needs_wide_rows(*tensors: torch.Tensor) -> bool:
     """Whether an offset inside one (batch, head) slice can pass int32: seq * row stride >= 2**31."""
     return any(t.shape[2] * t.stride(2) + t.shape[3] >= 2**31 for t in tensors)
@@ -781,7 +776,7 @@ def forward(
     dropout_p: float,
 ) -> None:
     """Fill `out` (B, H, T, D) and `lse` (B, H, T) fp32 with the attention forward."""
-    q, k, v = _unit_last(q), _unit_last(k), _unit_last(v)
+    q, k, v = unit_last_stride(q), unit_last_stride(k), unit_last_stride(v)
     batch, heads, seq_len, head_dim = q.shape
     _attn_fwd_kernel[_grid("BLOCK_M", seq_len, batch * heads)](
         q,
@@ -823,7 +818,7 @@ def backward(
     dv: torch.Tensor,
 ) -> None:
     """Fill dq, dk, dv (B, H, T, D) with the attention backward, recomputing P from `lse`."""
-    q, k, v, out, grad_out = (_unit_last(t) for t in (q, k, v, out, grad_out))
+    q, k, v, out, grad_out = (unit_last_stride(t) for t in (q, k, v, out, grad_out))
     batch, heads, seq_len, head_dim = q.shape
     delta = torch.empty_like(lse)
     delta_block = 64

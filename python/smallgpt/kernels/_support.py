@@ -75,3 +75,8 @@ def require_available(device: torch.device, what: str) -> None:
             f"TRITON_INTERPRET=1 to run on the CPU; got device {device}. "
             f"Check smallgpt.kernels.is_available(device) and fall back to PyTorch otherwise."
         )
+
+
+def unit_last_stride(t: torch.Tensor) -> torch.Tensor:
+    """`t` itself when its last axis is contiguous (what the kernels address), else a copy."""
+    return t if t.stride(-1) == 1 else t.contiguous()

@@ -21,7 +21,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from smallgpt.kernels._support import KERNEL_DTYPES, is_available, require_available
+from smallgpt.kernels._support import (
+    KERNEL_DTYPES,
+    is_available,
+    require_available,
+    unit_last_stride,
+)
 
 __all__ = [
     "cross_entropy",
@@ -242,10 +247,6 @@ def _loss_like(n_rows: int, reduction: str, device: torch.device) -> Tensor:
     return torch.empty(shape, dtype=torch.float32, device=device)
 
 
-def _unit_columns(t: Tensor) -> Tensor:
-    return t if t.stride(-1) == 1 else t.contiguous()
-
-
 # --- cross_entropy: custom op and autograd --------------------------------------------------------
 
 
@@ -259,7 +260,7 @@ def _cross_entropy_op(
     vocab_size: int,
     compute_grad: bool,
 ) -> tuple[Tensor, Tensor]:
-    logits = _unit_columns(logits)
+    logits = unit_last_stride(logits)
     scored, scale = _scored_scale(targets, ignore_index, reduction)
     loss_rows = torch.empty(logits.shape[0], dtype=torch.float32, device=logits.device)
     grad = logits.new_empty(logits.shape) if compute_grad else None
