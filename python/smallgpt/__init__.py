@@ -2,6 +2,7 @@
 
 Importing the package is cheap: the names below are loaded from their modules on first use,
 so `import smallgpt` does not pull in torch until a model-side name is touched.
+`smallgpt.generate` is the generation module (its `generate` function is `smallgpt.generate.generate`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ _EXPORTS: dict[str, str] = {
     "SmallGPT": "smallgpt.model",
     "TextDataset": "smallgpt.data",
     "TokenShardDataset": "smallgpt.data",
-    "generate": "smallgpt.generate",
     "generate_text": "smallgpt.generate",
     "top_k_sampling": "smallgpt.generate",
     "top_p_sampling": "smallgpt.generate",
