@@ -12,6 +12,8 @@ from smallgpt.config import PACKAGE_DIR
 from smallgpt.model import SmallGPT
 from smallgpt.tokenizer import Tokenizer
 
+from tests.train_helpers import single_thread
+
 SHAKESPEARE = PACKAGE_DIR / "assets" / "tinyshakespeare.txt"
 
 
@@ -46,9 +48,7 @@ def tiny_checkpoint(path: Path, tokenizer: Tokenizer | None, model: SmallGPT) ->
 
 @pytest.fixture
 def one_torch_thread():
-    """Run torch on one thread: on the shared 2-core CI machine, two intra-op threads make the
-    tiny forwards of these tests about a hundred times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    """Run torch on one thread (see `single_thread`): on the shared 2-core machine, two intra-op
+    threads make the tiny forwards of these tests about a hundred times slower."""
+    with single_thread():
+        yield
