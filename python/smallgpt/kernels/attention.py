@@ -102,8 +102,11 @@ def attention_dropout_mask(
     Raises ValueError for a bad dropout_p, seed or size, RuntimeError when the kernels cannot run.
     """
     _check_dropout(dropout_p)
-    if min(batch, heads, seq_len) < 1:
-        raise ValueError(f"batch, heads and seq_len must be >= 1, got {(batch, heads, seq_len)}")
+    if min(batch, heads, seq_len) < 1 or batch * heads > MAX_BATCH_HEADS:
+        raise ValueError(
+            f"batch, heads and seq_len must be >= 1 with batch * heads <= {MAX_BATCH_HEADS}, "
+            f"got {(batch, heads, seq_len)}"
+        )
     device = torch.device(device)
     require_available(device, "attention_dropout_mask")
     mask = torch.empty(batch, heads, seq_len, seq_len, dtype=torch.int8, device=device)
