@@ -850,6 +850,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (TrainingDivergedError, FileExistsError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except torch.OutOfMemoryError as exc:
+        from smallgpt.oom import out_of_memory_advice
+
+        train = config.train
+        advice = out_of_memory_advice(
+            exc,
+            batch_size=train.batch_size,
+            grad_accum_steps=train.grad_accum_steps,
+            seq_len=config.seq_len,
+            precision=train.precision,
+        )
+        print(f"error: {advice}", file=sys.stderr)
+        return 1
     return 0
 
 
