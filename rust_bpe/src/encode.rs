@@ -61,7 +61,7 @@ struct RecentTokens {
 }
 
 impl RecentTokens {
-    /// A cache sized to the text: no larger than it can fill, at most 4096 entries.
+    /// A cache for about `len` bytes of text: no larger than they can fill, at most 4096 entries.
     fn for_text_len(len: usize) -> RecentTokens {
         let size = (len / 16).clamp(16, 4096).next_power_of_two();
         RecentTokens {
@@ -75,6 +75,34 @@ impl RecentTokens {
     fn slot(&self, key: u128) -> usize {
         let mixed = (key as u64 ^ (key >> 64) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         (mixed >> self.shift) as usize
+    }
+}
+
+/// What encoding remembers between pieces, and between texts encoded one after the other on
+/// one thread (a batch, the chunks of a file): the recent single-token pieces, the ids of the
+/// short pieces that had to be merged, and the merge buffers.
+pub struct EncodeState {
+    recent: RecentTokens,
+    /// Packed piece -> range of its ids in `merged_ids`.
+    merged: FxHashMap<u128, (usize, usize)>,
+    merged_ids: Vec<u32>,
+    scratch: Scratch,
+}
+
+impl EncodeState {
+    /// A state for encoding about `len` bytes of text in all.
+    pub fn for_text_len(len: usize) -> EncodeState {
+        EncodeState {
+            recent: RecentTokens::for_text_len(len),
+            merged: FxHashMap::default(),
+            merged_ids: Vec::new(),
+            scratch: Scratch::default(),
+        }
+    }
+
+    /// A state for many texts: full-sized caches.
+    pub fn for_many_texts() -> EncodeState {
+        EncodeState::for_text_len(usize::MAX)
     }
 }
 
@@ -171,18 +199,21 @@ impl Encoder {
     /// Encodes `text` with special token strings treated as plain text.
     pub fn encode_ordinary(&self, text: &str) -> Vec<u32> {
         let mut out = Vec::with_capacity(text.len() / 4 + 1);
-        self.encode_ordinary_into(text, &mut out);
+        self.encode_ordinary_into(text, &mut out, &mut EncodeState::for_text_len(text.len()));
         out
     }
 
     /// Appends the ids of `text` (special token strings as plain text) to `out`.
-    pub fn encode_ordinary_into(&self, text: &str, out: &mut Vec<u32>) {
-        let mut recent = RecentTokens::for_text_len(text.len());
-        // Each distinct piece that is not a token is merged once per call; repeats copy the ids
-        // it wrote first (their range in `out`).
-        let mut seen_short: FxHashMap<u128, (usize, usize)> = FxHashMap::default();
+    fn encode_ordinary_into(&self, text: &str, out: &mut Vec<u32>, state: &mut EncodeState) {
+        let EncodeState {
+            recent,
+            merged,
+            merged_ids,
+            scratch,
+        } = state;
+        // Long pieces that are not tokens are merged once per call; repeats copy the ids they
+        // wrote first (their range in `out`).
         let mut seen_long: FxHashMap<&[u8], (usize, usize)> = FxHashMap::default();
-        let mut scratch = Scratch::default();
         let bytes = text.as_bytes();
         for_each_span(self.pattern, text, |s, e| {
             let piece = &bytes[s..e];
@@ -190,7 +221,6 @@ impl Encoder {
                 out.push(self.byte_ids[piece[0] as usize]);
                 return;
             }
-            let start = out.len();
             if let Some(key) = pack_at(bytes, s, e) {
                 let slot = recent.slot(key);
                 if recent.keys[slot] == key {
@@ -199,16 +229,19 @@ impl Encoder {
                     recent.keys[slot] = key;
                     recent.ids[slot] = id;
                     out.push(id);
-                } else if let Some(&(from, to)) = seen_short.get(&key) {
-                    out.extend_from_within(from..to);
+                } else if let Some(&(from, to)) = merged.get(&key) {
+                    out.extend_from_slice(&merged_ids[from..to]);
                 } else {
-                    self.merge_short(piece, out, &mut scratch);
-                    seen_short.insert(key, (start, out.len()));
+                    let from = merged_ids.len();
+                    self.merge_short(piece, merged_ids, scratch);
+                    out.extend_from_slice(&merged_ids[from..]);
+                    merged.insert(key, (from, merged_ids.len()));
                 }
             } else if let Some(&(from, to)) = seen_long.get(piece) {
                 out.extend_from_within(from..to);
             } else {
-                self.encode_piece(piece, out, &mut scratch);
+                let start = out.len();
+                self.encode_piece(piece, out, scratch);
                 seen_long.insert(piece, (start, out.len()));
             }
         });
@@ -218,20 +251,32 @@ impl Encoder {
     /// ids (leftmost first, the longest at a given position), the rest of the text is ordinary.
     /// Long texts without allowed specials are encoded in parallel on the current rayon pool.
     pub fn encode_with_specials(&self, text: &str, allowed: &[u32]) -> Vec<u32> {
+        if text.len() >= 2 * PARALLEL_CHUNK
+            && !self.specials.iter().any(|(_, id)| allowed.contains(id))
+        {
+            return self.encode_ordinary_parallel(text);
+        }
+        self.encode_with_specials_using(text, allowed, &mut EncodeState::for_text_len(text.len()))
+    }
+
+    /// `encode_with_specials` on this thread, with caches kept in `state`.
+    pub fn encode_with_specials_using(
+        &self,
+        text: &str,
+        allowed: &[u32],
+        state: &mut EncodeState,
+    ) -> Vec<u32> {
         let specials: Vec<(&str, u32)> = self
             .specials
             .iter()
             .filter(|(s, id)| allowed.contains(id) && !s.is_empty())
             .map(|(s, id)| (s.as_str(), *id))
             .collect();
-        if specials.is_empty() {
-            return if text.len() >= 2 * PARALLEL_CHUNK {
-                self.encode_ordinary_parallel(text)
-            } else {
-                self.encode_ordinary(text)
-            };
-        }
         let mut out = Vec::with_capacity(text.len() / 4 + 1);
+        if specials.is_empty() {
+            self.encode_ordinary_into(text, &mut out, state);
+            return out;
+        }
         let finders: Vec<memchr::memmem::Finder> = specials
             .iter()
             .map(|(s, _)| memchr::memmem::Finder::new(s.as_bytes()))
@@ -256,12 +301,23 @@ impl Encoder {
                 }
             }
             let Some((pos, k)) = best else { break };
-            self.encode_ordinary_into(&text[start..pos], &mut out);
+            self.encode_ordinary_into(&text[start..pos], &mut out, state);
             out.push(specials[k].1);
             start = pos + specials[k].0.len();
         }
-        self.encode_ordinary_into(&text[start..], &mut out);
+        self.encode_ordinary_into(&text[start..], &mut out, state);
         out
+    }
+
+    /// `encode_with_specials` of each text, in parallel on the current rayon pool; each thread
+    /// keeps its caches from one text to the next.
+    pub fn encode_batch(&self, texts: &[impl AsRef<str> + Sync], allowed: &[u32]) -> Vec<Vec<u32>> {
+        texts
+            .par_iter()
+            .map_init(EncodeState::for_many_texts, |state, text| {
+                self.encode_with_specials_using(text.as_ref(), allowed, state)
+            })
+            .collect()
     }
 
     /// Encodes `text` (special strings as plain text) on the current rayon pool, in chunks cut
@@ -277,8 +333,7 @@ impl Encoder {
         if chunks.len() == 1 {
             return self.encode_ordinary(text);
         }
-        let parts: Vec<Vec<u32>> = chunks.par_iter().map(|c| self.encode_ordinary(c)).collect();
-        parts.concat()
+        self.encode_batch(&chunks, &[]).concat()
     }
 
     /// Appends the ids of one pre-token piece.

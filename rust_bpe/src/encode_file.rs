@@ -5,8 +5,6 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
 
-use rayon::prelude::*;
-
 use crate::encode::{split_for_parallel, Encoder, PARALLEL_CHUNK};
 use crate::pretokenize::last_safe_cut;
 
@@ -82,10 +80,7 @@ pub fn encode_file(
             continue;
         }
         let chunks = split_for_parallel(encoder.pattern(), &text[..end], PARALLEL_CHUNK);
-        let ids: Vec<Vec<u32>> = chunks
-            .par_iter()
-            .map(|c| encoder.encode_ordinary(c))
-            .collect();
+        let ids = encoder.encode_batch(&chunks, &[]);
         let mut bytes_done = done;
         for (chunk, chunk_ids) in chunks.iter().zip(&ids) {
             bytes_done += chunk.len() as u64;

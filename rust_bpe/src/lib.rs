@@ -21,7 +21,6 @@ mod python {
     use pyo3::pybacked::PyBackedStr;
     use pyo3::sync::PyOnceLock;
     use pyo3::types::{PyBytes, PyList};
-    use rayon::prelude::*;
 
     use crate::decode::Utf8Stream;
     use crate::encode::Encoder;
@@ -233,14 +232,8 @@ mod python {
             allowed: Vec<u32>,
             num_threads: Option<usize>,
         ) -> PyResult<Bound<'py, PyList>> {
-            let all: Vec<Vec<u32>> = py.detach(|| {
-                on_pool(num_threads, || {
-                    texts
-                        .par_iter()
-                        .map(|t| self.encoder.encode_with_specials(t, &allowed))
-                        .collect()
-                })
-            })?;
+            let all: Vec<Vec<u32>> =
+                py.detach(|| on_pool(num_threads, || self.encoder.encode_batch(&texts, &allowed)))?;
             let lists = all
                 .iter()
                 .map(|ids| self.id_list(py, ids))
