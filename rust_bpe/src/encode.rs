@@ -81,7 +81,7 @@ impl RecentTokens {
 /// What encoding remembers between pieces, and between texts encoded one after the other on
 /// one thread (a batch, the chunks of a file): the recent single-token pieces, the ids of the
 /// short pieces that had to be merged, and the merge buffers.
-pub struct EncodeState {
+struct EncodeState {
     recent: RecentTokens,
     /// Packed piece -> range of its ids in `merged_ids`.
     merged: FxHashMap<u128, (usize, usize)>,
@@ -91,7 +91,7 @@ pub struct EncodeState {
 
 impl EncodeState {
     /// A state for encoding about `len` bytes of text in all.
-    pub fn for_text_len(len: usize) -> EncodeState {
+    fn for_text_len(len: usize) -> EncodeState {
         EncodeState {
             recent: RecentTokens::for_text_len(len),
             merged: FxHashMap::default(),
@@ -101,7 +101,7 @@ impl EncodeState {
     }
 
     /// A state for many texts: full-sized caches.
-    pub fn for_many_texts() -> EncodeState {
+    fn for_many_texts() -> EncodeState {
         EncodeState::for_text_len(usize::MAX)
     }
 }
@@ -260,7 +260,7 @@ impl Encoder {
     }
 
     /// `encode_with_specials` on this thread, with caches kept in `state`.
-    pub fn encode_with_specials_using(
+    fn encode_with_specials_using(
         &self,
         text: &str,
         allowed: &[u32],
