@@ -83,6 +83,29 @@ class OptimSection:
 
 
 @dataclass
+class HealthSection:
+    """Thresholds of the training health checks (`smallgpt.health`); each warns once per run.
+
+    Exploding gradients: a grad norm (before clipping) above `grad_spike_factor` times the median
+    of the last `window` steps, after `warmup_steps`, or a non-finite loss or gradient. Plateau:
+    the smoothed training loss (EMA with `ema_beta`) improved by less than `min_delta` nats over
+    `plateau_window` steps after warm-up. Overfitting: validation loss rising for
+    `overfit_patience` validations in a row while the training loss falls, or validation loss
+    more than `max_val_gap` nats above the training loss.
+    """
+
+    enabled: bool = True
+    warmup_steps: int = 100
+    window: int = 50
+    grad_spike_factor: float = 10.0
+    ema_beta: float = 0.98
+    plateau_window: int = 500
+    min_delta: float = 0.01
+    overfit_patience: int = 3
+    max_val_gap: float = 1.0
+
+
+@dataclass
 class TrainSection:
     """The loop: steps, batch, precision, evaluation cadence and stopping rules.
 
@@ -90,6 +113,9 @@ class TrainSection:
     sees batch_size * grad_accum_steps * world_size sequences. `eval_batches` is the number of
     validation batches each process scores (null: the whole validation split). `num_threads`
     sets torch's CPU threads (null: torch's default, one per core).
+    `early_stopping_patience` K > 0 stops once validation loss has not improved for K
+    validations in a row (0: off). `profile` runs torch.profiler over `profile_steps` steps after
+    `profile_wait` warm-up steps and writes the traces under `<run_dir>/profile`.
     """
 
     run_dir: str = "runs/default"
@@ -105,6 +131,11 @@ class TrainSection:
     eval_batches: int | None = 50
     max_time_minutes: float | None = None
     max_nonfinite_steps: int = 5
+    early_stopping_patience: int = 0
+    profile: bool = False
+    profile_wait: int = 2
+    profile_steps: int = 5
+    health: HealthSection = field(default_factory=HealthSection)
 
 
 @dataclass
@@ -387,10 +418,13 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             raise ConfigError(f"'{key}' is a section; set one of its keys, e.g. {key}.<name>=value")
         if key not in keys:
             raise ConfigError(f"unknown key '{key}'{_suggest(key)}")
-        section_name, _, name = key.partition(".")
-        section = out.setdefault(section_name, {})
-        if not isinstance(section, dict):
-            raise ConfigError(f"'{section_name}' must be a mapping of keys, got {section!r}")
+        *path, name = key.split(".")
+        section = out
+        for depth in range(len(path)):
+            section = section.setdefault(path[depth], {})
+            if not isinstance(section, dict):
+                where = ".".join(path[: depth + 1])
+                raise ConfigError(f"'{where}' must be a mapping of keys, got {section!r}")
         section[name] = value
     return out
 
@@ -532,6 +566,24 @@ def validate_config(cfg: Config) -> None:
         not (t.precision == "fp16" and t.device == "cpu"),
         "train.precision fp16 needs a CUDA device; use fp32 or bf16 on CPU",
     )
+
+    need(
+        t.early_stopping_patience >= 0,
+        "train.early_stopping_patience must be >= 0 (0 disables early stopping; "
+        f"got {t.early_stopping_patience})",
+    )
+    need(t.profile_wait >= 1, f"train.profile_wait must be >= 1 (got {t.profile_wait})")
+    need(t.profile_steps >= 1, f"train.profile_steps must be >= 1 (got {t.profile_steps})")
+    h = t.health
+    for key in ("warmup_steps", "min_delta", "max_val_gap"):
+        need(getattr(h, key) >= 0, f"train.health.{key} must be >= 0 (got {getattr(h, key)})")
+    for key in ("window", "plateau_window", "overfit_patience"):
+        need(getattr(h, key) >= 1, f"train.health.{key} must be >= 1 (got {getattr(h, key)})")
+    need(
+        h.grad_spike_factor > 1,
+        f"train.health.grad_spike_factor must be > 1 (got {h.grad_spike_factor})",
+    )
+    need(0 <= h.ema_beta < 1, f"train.health.ema_beta must be in [0, 1) (got {h.ema_beta})")
 
     need(lg.interval >= 1, f"log.interval must be >= 1 (got {lg.interval})")
     need(lg.num_samples >= 0, f"log.num_samples must be >= 0 (got {lg.num_samples})")
