@@ -95,8 +95,8 @@ class HealthSection:
     """
 
     enabled: bool = True
-    warmup_steps: int = 100
-    window: int = 50
+    warmup_steps: int = 20
+    window: int = 20
     grad_spike_factor: float = 10.0
     ema_beta: float = 0.98
     plateau_window: int = 500

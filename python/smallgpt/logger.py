@@ -91,6 +91,13 @@ class RunLogger:
         if self._wandb is not None:
             self._wandb.log(scalars, step=record["step"])
 
+    def log_text(self, tag: str, text: str, step: int) -> None:
+        """Add a text entry (e.g. a training warning) to TensorBoard and W&B."""
+        if self._tensorboard is not None:
+            self._tensorboard.add_text(tag, text, step)
+        if self._wandb is not None:
+            self._wandb.log({tag: text}, step=step)
+
     def log_samples(self, step: int, samples: list[str]) -> None:
         """Append generated samples to samples.txt (and TensorBoard/W&B text)."""
         if not samples:
@@ -98,10 +105,7 @@ class RunLogger:
         text = "".join(f"--- step {step}, sample {i + 1}\n{s}\n" for i, s in enumerate(samples))
         with (self.run_dir / SAMPLES_FILE).open("a", encoding="utf-8") as f:
             f.write(text)
-        if self._tensorboard is not None:
-            self._tensorboard.add_text("samples", "\n\n".join(samples), step)
-        if self._wandb is not None:
-            self._wandb.log({"samples": "\n\n".join(samples)}, step=step)
+        self.log_text("samples", "\n\n".join(samples), step)
 
     def close(self) -> None:
         """Flush and close every sink."""

@@ -96,6 +96,7 @@ class TrainSummary:
     best_val_loss: float | None
     checkpoint: str | None
     best_checkpoint: str | None
+    warnings: tuple[str, ...] = ()  # health warnings (smallgpt.health), one per kind
 
     def format(self) -> str:
         """Human-readable multi-line summary."""
@@ -115,6 +116,7 @@ class TrainSummary:
                 f"  checkpoint: {self.checkpoint}",
                 f"  best checkpoint: {self.best_checkpoint}",
                 f"  run directory: {self.run_dir}",
+                *(f"  warning: {message}" for message in self.warnings),
             ]
         )
 
@@ -205,7 +207,10 @@ class Trainer:
         if run_dir is not None:
             self.cfg.train.run_dir = str(run_dir)
         self.run_dir = Path(self.cfg.train.run_dir)
-        self.callbacks = list(callbacks)
+        from smallgpt.health import diagnostic_callbacks
+
+        self.callbacks = [*diagnostic_callbacks(self.cfg), *callbacks]
+        self.warnings: list[str] = []
         wants_cuda = config.train.device != "cpu" and torch.cuda.is_available()
         self.dist: DistInfo = init_distributed(use_cuda=wants_cuda)
         self.logger = None
@@ -726,6 +731,7 @@ class Trainer:
             best_val_loss=None if math.isinf(self.best_val_loss) else self.best_val_loss,
             checkpoint=None if self._last_checkpoint is None else str(self._last_checkpoint),
             best_checkpoint=str(best_dir) if best_dir.is_dir() else None,
+            warnings=tuple(self.warnings),
         )
 
     def close(self, wait_for_others: bool = True) -> None:
