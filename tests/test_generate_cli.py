@@ -161,13 +161,15 @@ def test_bad_checkpoints_and_options_give_clear_errors(tmp_path, capsys, checkpo
         (["--checkpoint", tmp_path / "empty"], "holds no checkpoint"),
         (["--checkpoint", checkpoint, "--max-new-tokens", 0], "--max-new-tokens must be >= 1"),
         (["--checkpoint", checkpoint, "--num-samples", 0], "--num-samples must be >= 1"),
-        (["--checkpoint", checkpoint, "--top-p", 1.5], "top_p must be in (0, 1]"),
+        (["--checkpoint", checkpoint, "--top-p", 1.5], "--top-p must be in (0, 1]"),
+        (["--checkpoint", checkpoint, "--top-k", 0], "--top-k must be >= 1"),
+        (["--checkpoint", checkpoint, "--temperature", -1], "--temperature must be >= 0"),
         (["--checkpoint", checkpoint, "--prompt-file", tmp_path / "none.txt"], "none.txt"),
         (["--checkpoint", checkpoint, "--device", "tpu"], "device"),
     ]
     for args, message in cases:
-        code, _, err = run_cli(capsys, *args)
-        assert code == 1 and message in err, (args, err)
+        code, out, err = run_cli(capsys, *args)
+        assert code == 1 and out == "" and message in err, (args, err)
 
 
 def test_loading_a_corrupt_checkpoint_names_the_file(tmp_path, capsys, tokenizer, model):

@@ -100,10 +100,17 @@ def stream_sample(
 
 
 def _check_options(args: argparse.Namespace) -> None:
-    if args.max_new_tokens < 1:
-        raise ValueError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
-    if args.num_samples < 1:
-        raise ValueError(f"--num-samples must be >= 1, got {args.num_samples}")
+    """Refuse bad sampling options before the model is loaded or anything is printed."""
+    problems = {
+        "--max-new-tokens must be >= 1": args.max_new_tokens < 1,
+        "--num-samples must be >= 1": args.num_samples < 1,
+        "--temperature must be >= 0": args.temperature < 0,
+        "--top-k must be >= 1": args.top_k is not None and args.top_k < 1,
+        "--top-p must be in (0, 1]": args.top_p is not None and not 0 < args.top_p <= 1,
+    }
+    for message, bad in problems.items():
+        if bad:
+            raise ValueError(message)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -144,7 +151,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         out.write("\n")
         return 130
     except torch.OutOfMemoryError as error:
-        print(f"error: out of memory ({error}); use a smaller model or --device cpu", file=sys.stderr)
+        print(
+            f"error: out of memory ({error}); use a smaller model or --device cpu", file=sys.stderr
+        )
         return 1
     except (CheckpointError, OSError, ValueError, TypeError) as error:
         print(f"error: {error}", file=sys.stderr)
