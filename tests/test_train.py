@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import sys
 import time
 
 import pytest
@@ -230,3 +231,27 @@ def test_resume_auto_skips_a_corrupt_newest_checkpoint(shards, tmp_path):
     with pytest.warns(UserWarning, match="step_00000004.*optimizer.safetensors"):
         summary, rec = run_tiny(shards, tmp_path / "run", "train.max_steps=5", resume="auto")
     assert [r.step for r in rec.steps] == [3, 4, 5]
+
+
+def test_wandb_requested_but_not_installed_is_a_clear_error(shards, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "wandb", None)  # `import wandb` now raises ImportError
+    with pytest.raises(ImportError, match=r"log.wandb=true needs .*pip install wandb"):
+        run_tiny(shards, tmp_path / "run", "log.wandb=true")
+
+
+def test_loss_plot_is_skipped_with_one_note_without_matplotlib(tmp_path, monkeypatch, capsys):
+    from smallgpt import plot
+
+    records = [
+        {"kind": "train", "step": 1, "loss": 3.0},
+        {"kind": "val", "step": 1, "val_loss": 3.1},
+    ]
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    plot._figure_class.cache_clear()
+    try:
+        assert plot.plot_loss_curves(records, tmp_path / "a.png") is None
+        assert plot.plot_loss_curves(records, tmp_path / "b.png") is None
+    finally:
+        plot._figure_class.cache_clear()
+    assert capsys.readouterr().err.count("matplotlib is not installed") == 1
+    assert not any(tmp_path.iterdir())

@@ -44,7 +44,14 @@ from smallgpt.checkpoint import (
     verify_checkpoint,
     write_checkpoint,
 )
-from smallgpt.config import Config, ConfigError, config_to_dict, load_config, save_config
+from smallgpt.config import (
+    Config,
+    ConfigError,
+    config_to_dict,
+    load_config,
+    save_config,
+    valid_keys,
+)
 from smallgpt.distributed import (
     DistInfo,
     all_reduce_sum,
@@ -821,11 +828,12 @@ def _format_seconds(seconds: float) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The `python -m smallgpt.train` argument parser."""
+    keys = ", ".join(valid_keys())
     parser = argparse.ArgumentParser(
         prog="python -m smallgpt.train",
         description="Train a SmallGPT from a YAML config (a file or a packaged preset name).",
         epilog="example: python -m smallgpt.train configs/smallgpt-25m.yaml "
-        "data.text_files=[corpus.txt] optim.lr=3e-4 train.batch_size=16",
+        f"data.text_files=[corpus.txt] optim.lr=3e-4 train.batch_size=16\n\nconfig keys: {keys}",
     )
     parser.add_argument(
         "config", help="YAML config file or preset (smallgpt-25m, rtx-25m, demo-cpu)"
@@ -853,7 +861,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             summary = trainer.fit()
             if trainer.dist.is_main:
                 print(summary.format())
-    except (TrainingDivergedError, FileExistsError, FileNotFoundError, ValueError) as exc:
+    except (
+        TrainingDivergedError,
+        FileExistsError,
+        FileNotFoundError,
+        ImportError,
+        ValueError,
+    ) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except torch.OutOfMemoryError as exc:
