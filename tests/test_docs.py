@@ -24,7 +24,9 @@ def section(title: str) -> str:
 
 
 def reference_rows() -> dict[str, str]:
-    rows = re.findall(r"^\| `([\w.]+)` \| `?(.*?)`? \|", section("Configuration reference"), re.MULTILINE)
+    rows = re.findall(
+        r"^\| `([\w.]+)` \| `?(.*?)`? \|", section("Configuration reference"), re.MULTILINE
+    )
     return dict(rows)
 
 
