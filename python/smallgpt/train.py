@@ -222,6 +222,7 @@ class Trainer:
         self.dist: DistInfo = init_distributed(use_cuda=wants_cuda)
         self.logger = None
         self._progress = None
+        self._fit_start: float | None = None
         try:
             self._setup(resume)
         except BaseException:
@@ -631,7 +632,7 @@ class Trainer:
         return None
 
     def _session_time(self) -> float:
-        return time.perf_counter() - self._fit_start if hasattr(self, "_fit_start") else 0.0
+        return 0.0 if self._fit_start is None else time.perf_counter() - self._fit_start
 
     def _emit(self, hook: str, *args: Any) -> None:
         for callback in self.callbacks:
