@@ -197,12 +197,39 @@ def test_tiny_training_set_overfits_and_early_stopping_keeps_the_best_checkpoint
     assert math.isclose(summary.best_val_loss, val[best])
 
 
+def test_cli_prints_the_warning_above_the_progress_bar_and_in_the_summary(tmp_path, capsys):
+    from smallgpt.train import main as train_main
+    from train_helpers import TINY
+
+    with single_thread():
+        shards = make_shards(tmp_path)
+        overrides = [
+            *TINY,
+            f"data.shard_dir={shards}",
+            "log.progress_bar=true",
+            "optim.lr=10",
+            "train.max_steps=10",
+            "train.eval_interval=100",
+            "train.health.warmup_steps=3",
+            "train.health.window=3",
+            "train.max_nonfinite_steps=100",
+        ]
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", TrainingHealthWarning)  # the bar path does not warn
+            assert train_main(["demo-cpu", *overrides, "--run-dir", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    # once written above the bar (tqdm.write), once in the final summary
+    assert out.count("warning: exploding gradients") == 2
+    assert out.index("warning: exploding gradients") < out.index("training finished")
+    assert "optim.lr" in out
+
+
 @pytest.mark.slow
 def test_demo_config_short_run_fires_no_warning(tmp_path):
     config = load_config(
         "demo-cpu",
         [
-            "train.max_steps=80",
+            "train.max_steps=60",
             "train.eval_interval=20",
             "train.eval_batches=2",
             "train.max_time_minutes=null",
@@ -217,7 +244,7 @@ def test_demo_config_short_run_fires_no_warning(tmp_path):
         warnings.simplefilter("error", TrainingHealthWarning)
         with Trainer(config, run_dir=tmp_path / "demo") as trainer:
             summary = trainer.fit()
-    assert summary.steps == 80
+    assert summary.steps == 60
     assert summary.warnings == ()
     assert warning_records(tmp_path / "demo") == []
     assert {PLATEAU, OVERFITTING, EXPLODING_GRADIENTS}.isdisjoint(
