@@ -150,6 +150,7 @@ def test_lr_10_warns_once_of_exploding_gradients_naming_optim_lr(tmp_path):
                 "train.health.warmup_steps=3",
                 "train.health.window=3",
                 "train.max_nonfinite_steps=100",
+                "log.tensorboard=true",
             )
     norms = [r.grad_norm for r in recorder.steps]
     assert max(norms) > DEFAULTS.grad_spike_factor * min(norms)  # the run really exploded
@@ -158,6 +159,22 @@ def test_lr_10_warns_once_of_exploding_gradients_naming_optim_lr(tmp_path):
     assert "optim.lr" in records[0]["message"]
     assert records[0]["message"] in summary.warnings
     assert "optim.lr" in summary.format()
+    assert tensorboard_texts(tmp_path / "run" / "tensorboard", "warnings/exploding_gradients") == [
+        records[0]["message"]
+    ]
+
+
+def tensorboard_texts(log_dir: Path, tag: str) -> list[str]:
+    """The texts TensorBoard's own reader finds under `tag`."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(log_dir), size_guidance={"tensors": 0})
+    events.Reload()
+    return [
+        value.decode()
+        for event in events.Tensors(f"{tag}/text_summary")
+        for value in event.tensor_proto.string_val
+    ]
 
 
 def test_tiny_training_set_overfits_and_early_stopping_keeps_the_best_checkpoint(tmp_path):
