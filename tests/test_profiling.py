@@ -19,10 +19,11 @@ def shards(tmp_path_factory):
 
 
 def table_rows(table: str) -> list[tuple[str, float]]:
-    """(operator, share in %) of each row of the printed table."""
+    """(operator, share in %) of each row of the printed table (names may hold spaces, e.g.
+    autograd::engine::evaluate_function: MmBackward0)."""
     return [
         (m.group(1), float(m.group(2)))
-        for m in re.finditer(r"^(\S+)\s+\d+\s+[\d.]+\s+([\d.]+)%$", table, re.MULTILINE)
+        for m in re.finditer(r"^(.+?)\s+\d+\s+[\d.]+\s+([\d.]+)%$", table, re.MULTILINE)
     ]
 
 
