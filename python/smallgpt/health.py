@@ -171,7 +171,8 @@ class HealthMonitor(TrainerCallback):
             report_warning(trainer, kind, message)
 
     def on_step_end(self, trainer: Trainer, result: StepResult) -> None:
-        """Check the gradient norm every step and the smoothed loss every finite step."""
+        """Check the gradient norm every step and the smoothed loss every finite step (no
+        plateau advice, which says raise optim.lr, once the gradients exploded)."""
         self._fire(
             trainer,
             EXPLODING_GRADIENTS,
@@ -181,7 +182,9 @@ class HealthMonitor(TrainerCallback):
             return
         self._loss_sum += result.loss
         self._loss_count += 1
-        self._fire(trainer, PLATEAU, self.plateau.update(result.step, result.loss))
+        plateau = self.plateau.update(result.step, result.loss)
+        if EXPLODING_GRADIENTS not in self.fired:
+            self._fire(trainer, PLATEAU, plateau)
 
     def on_validation(self, trainer: Trainer, result: EvalResult) -> None:
         """Compare the validation loss with the mean training loss since the last one (after
