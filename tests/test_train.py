@@ -17,7 +17,13 @@ from smallgpt.data import TokenShardDataset, load_meta
 from smallgpt.model import SmallGPT
 from smallgpt.train import Trainer, TrainerCallback, TrainingDivergedError, accumulate_gradients
 
-from tests.train_helpers import make_shards, run_tiny, single_thread, tiny_config
+from tests.train_helpers import (
+    make_shards,
+    run_tiny,
+    single_thread,
+    tiny_config,
+    write_text_sample,
+)
 
 
 @pytest.fixture(scope="module")
@@ -255,3 +261,32 @@ def test_loss_plot_is_skipped_with_one_note_without_matplotlib(tmp_path, monkeyp
         plot._figure_class.cache_clear()
     assert capsys.readouterr().err.count("matplotlib is not installed") == 1
     assert not any(tmp_path.iterdir())
+
+
+def test_prepared_shards_are_reused_until_their_inputs_change(tmp_path):
+    from smallgpt.config import DataSection
+    from smallgpt.prepare import prepare_data
+
+    text = write_text_sample(tmp_path / "sample.txt", 20_000)
+    data = DataSection(text_files=[str(text)], tokenizer_vocab_size=300, val_fraction=0.1)
+    first = prepare_data(data, tmp_path / "run", show_progress=False)
+    stamp = (first.shard_dir / "train.bin").stat().st_mtime_ns
+    again = prepare_data(data, tmp_path / "run", show_progress=False)
+    assert (again.shard_dir / "train.bin").stat().st_mtime_ns == stamp  # reused, not rebuilt
+    assert again.tokenizer.encode("ROMEO:") == first.tokenizer.encode("ROMEO:")
+
+    bigger = DataSection(text_files=[str(text)], tokenizer_vocab_size=320, val_fraction=0.1)
+    rebuilt = prepare_data(bigger, tmp_path / "run", show_progress=False)
+    assert rebuilt.tokenizer.vocab_size == 320 and rebuilt.meta["vocab_size"] == 320
+
+    # Prepared shards alone carry their tokenizer; a different tokenizer file is refused.
+    shards_only = DataSection(shard_dir=str(rebuilt.shard_dir))
+    assert prepare_data(shards_only, tmp_path / "other", show_progress=False).meta == rebuilt.meta
+    first.tokenizer.save(tmp_path / "old-tokenizer.json")
+    mismatched = DataSection(
+        shard_dir=str(rebuilt.shard_dir), tokenizer=str(tmp_path / "old-tokenizer.json")
+    )
+    with pytest.raises(ValueError, match="not the tokenizer the shards"):
+        prepare_data(mismatched, tmp_path / "other", show_progress=False)
+    with pytest.raises(FileNotFoundError, match=r"data.text_files\[0\]: no such file"):
+        prepare_data(DataSection(text_files=["missing.txt"]), tmp_path / "x", show_progress=False)
