@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -46,7 +47,7 @@ def test_schedule_shape_warmup_peak_midpoint_floor():
     assert values[104] == pytest.approx(0.2)
     # after the end the rate stays at the floor (a plain cosine would climb back up)
     assert all(v == pytest.approx(0.2) for v in values[104:])
-    assert all(a >= b for a, b in zip(values[4:104], values[5:105], strict=True))
+    assert all(a >= b for a, b in itertools.pairwise(values[4:105]))
 
 
 def test_every_param_group_follows_its_own_base_lr():

@@ -197,7 +197,7 @@ class StopAt(TrainerCallback):
 
 
 def test_a_callback_can_stop_training_which_still_validates_and_saves(shards, tmp_path):
-    summary, rec = run_tiny(shards, tmp_path / "run", callbacks=[StopAt()])
+    summary, _ = run_tiny(shards, tmp_path / "run", callbacks=[StopAt()])
     assert (summary.stop_reason, summary.steps) == ("plateau", 3)
     assert summary.val_loss is not None and summary.checkpoint.endswith("step_00000003")
 
@@ -209,7 +209,7 @@ class Slow(TrainerCallback):
 
 def test_time_budget_stops_training_then_validates_and_saves(shards, tmp_path):
     # 0.6 s budget, at least 0.4 s per step: the budget runs out after the first or second step
-    summary, rec = run_tiny(
+    summary, _ = run_tiny(
         shards, tmp_path / "run", "train.max_time_minutes=0.01", callbacks=[Slow()]
     )
     assert summary.steps in (1, 2) and "time budget of 0.01 minutes" in summary.stop_reason
@@ -235,7 +235,7 @@ def test_resume_auto_skips_a_corrupt_newest_checkpoint(shards, tmp_path):
     newest = tmp_path / "run" / "checkpoints" / "step_00000004" / "optimizer.safetensors"
     newest.write_bytes(newest.read_bytes()[:-1])
     with pytest.warns(UserWarning, match="step_00000004.*optimizer.safetensors"):
-        summary, rec = run_tiny(shards, tmp_path / "run", "train.max_steps=5", resume="auto")
+        _, rec = run_tiny(shards, tmp_path / "run", "train.max_steps=5", resume="auto")
     assert [r.step for r in rec.steps] == [3, 4, 5]
 
 

@@ -34,7 +34,9 @@ def shards(tmp_path_factory):
 
 def train_cli(*args: str, launcher: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     command = [sys.executable, *launcher, "-m", "smallgpt.train", *args]
-    return subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=300)
+    return subprocess.run(
+        command, capture_output=True, text=True, env=ENV, timeout=300, check=False
+    )
 
 
 def test_cli_trains_from_raw_text_then_refuses_to_overwrite_then_resumes(tmp_path, capsys):

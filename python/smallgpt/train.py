@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -63,6 +63,9 @@ from smallgpt.distributed import (
 from smallgpt.metrics import EvalResult, Throughput, model_flops_utilization, peak_flops
 from smallgpt.runtime import Runtime, resolve_runtime, seed_everything
 from smallgpt.schedule import get_cosine_schedule_with_warmup
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 CHECKPOINT_DIR = "checkpoints"
 CONFIG_FILE = "config.yaml"
@@ -113,12 +116,16 @@ class TrainSummary:
 
         return "\n".join(
             [
-                f"training finished ({self.stop_reason}) after {self.steps} steps, "
-                f"{self.tokens_seen:,} tokens in {self.wall_time_s:.1f} s "
-                f"({self.tokens_per_s:,.0f} tokens/s)",
-                f"  validation loss {num(self.val_loss)}"
-                f"  perplexity {num(self.val_perplexity, '.2f')}"
-                f"  bits per byte {num(self.val_bits_per_byte)}",
+                (
+                    f"training finished ({self.stop_reason}) after {self.steps} steps, "
+                    f"{self.tokens_seen:,} tokens in {self.wall_time_s:.1f} s "
+                    f"({self.tokens_per_s:,.0f} tokens/s)"
+                ),
+                (
+                    f"  validation loss {num(self.val_loss)}"
+                    f"  perplexity {num(self.val_perplexity, '.2f')}"
+                    f"  bits per byte {num(self.val_bits_per_byte)}"
+                ),
                 f"  best validation loss {num(self.best_val_loss)}",
                 f"  checkpoint: {self.checkpoint}",
                 f"  best checkpoint: {self.best_checkpoint}",
@@ -749,10 +756,10 @@ class Trainer:
             self.logger = None
         shutdown_distributed(self.dist, barrier=wait_for_others)
 
-    def __enter__(self) -> Trainer:
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, exc_type: type | None, *rest: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
         self.close(wait_for_others=exc_type is None)
 
 
