@@ -9,6 +9,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 WHEEL_DIR := target/wheels
 PYTEST_ARGS ?=
+DEMO_ARGS ?=
 
 .PHONY: demo test wheel install install-test bench lint clean
 
@@ -34,7 +35,7 @@ install-test: wheel
 	$(call install_wheel,[test])
 
 demo: install
-	$(PY) -m smallgpt.demo
+	$(PY) -m smallgpt.demo $(DEMO_ARGS)
 
 test: install-test
 	cargo test --quiet -p rust_bpe

@@ -153,7 +153,10 @@ def test_every_preset_loads_and_names_every_key():
 
 
 def test_top_level_configs_are_the_packaged_presets():
+    # The tests import the installed wheel, so compare contents: one copy of each preset, shipped.
     top = REPO / "configs"
-    assert top.resolve() == PRESET_DIR
+    assert top.resolve() == REPO / "python" / "smallgpt" / "configs"
+    shipped = {p.name: p.read_bytes() for p in PRESET_DIR.glob("*.yaml")}
+    assert shipped and shipped == {p.name: p.read_bytes() for p in top.glob("*.yaml")}
     with pytest.raises(FileNotFoundError, match="packaged presets: .*demo-cpu"):
         resolve_config_path("no-such-preset")

@@ -87,7 +87,9 @@ def test_make_test_recipe_is_the_set_up_then_cargo_test_then_pytest(clone):
 
 def test_make_demo_in_a_fresh_clone_and_venv_trains_and_samples(clone, tmp_path):
     venv = tmp_path / "venv"
-    done = make(clone, "demo", f"VENV={venv}", timeout=1800)
+    # A short training budget: this checks that the command works; the README records the
+    # full demo's quality.
+    done = make(clone, "demo", f"VENV={venv}", "DEMO_ARGS=train.max_time_minutes=0.5", timeout=1800)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "validation bits per byte:" in done.stdout and "samples from" in done.stdout
 
