@@ -309,15 +309,31 @@ impl Encoder {
         out
     }
 
-    /// `encode_with_specials` of each text, in parallel on the current rayon pool; each thread
-    /// keeps its caches from one text to the next.
+    /// `encode_with_specials` of each text, in parallel on the current rayon pool. The texts are
+    /// dealt out in runs of similar byte size, a few per thread, and each run is encoded with
+    /// one `EncodeState`, so the caches stay warm from one text to the next.
     pub fn encode_batch(&self, texts: &[impl AsRef<str> + Sync], allowed: &[u32]) -> Vec<Vec<u32>> {
-        texts
+        let total: usize = texts.iter().map(|t| t.as_ref().len()).sum();
+        let run_bytes = total / (4 * rayon::current_num_threads()) + 1;
+        let mut runs = Vec::new();
+        let (mut start, mut bytes) = (0, 0);
+        for (i, text) in texts.iter().enumerate() {
+            bytes += text.as_ref().len();
+            if bytes >= run_bytes || i + 1 == texts.len() {
+                runs.push(&texts[start..=i]);
+                (start, bytes) = (i + 1, 0);
+            }
+        }
+        let encoded: Vec<Vec<Vec<u32>>> = runs
             .par_iter()
-            .map_init(EncodeState::for_many_texts, |state, text| {
-                self.encode_with_specials_using(text.as_ref(), allowed, state)
+            .map(|run| {
+                let mut state = EncodeState::for_many_texts();
+                run.iter()
+                    .map(|text| self.encode_with_specials_using(text.as_ref(), allowed, &mut state))
+                    .collect()
             })
-            .collect()
+            .collect();
+        encoded.into_iter().flatten().collect()
     }
 
     /// Encodes `text` (special strings as plain text) on the current rayon pool, in chunks cut
