@@ -180,8 +180,8 @@ fn contraction_len(b: &[u8], i: usize, fold: bool) -> Option<usize> {
     }
 }
 
-/// For a whitespace run starting at byte `start`: its end, the start of its last character, its
-/// length in characters (capped at 2), and the end of its last '\r' or '\n' if any.
+/// For a whitespace run starting at byte `start`: its end, the start of its last character,
+/// whether it has more than one character, and the end of its last '\r' or '\n' if any.
 struct SpaceRun {
     end: usize,
     last_start: usize,
