@@ -315,7 +315,7 @@ class Tokenizer:
         """Ids of a UTF-8 text file as `encode_to_numpy` would give for its whole text.
 
         The file is streamed in chunks cut where pre-tokenization allows and encoded in
-        parallel, so memory is the output array plus a bounded buffer (up to 64 MB of text;
+        parallel, so memory is the output array plus a bounded buffer (up to 32 MB of text;
         more only while a stretch without any safe cut, such as a long run without spaces, is
         read; with pattern "none" the whole file is one piece). `progress=True` shows a tqdm
         bar. Raises FileNotFoundError for a missing file,

@@ -8,7 +8,7 @@ use std::path::Path;
 use crate::encode::{split_for_parallel, Encoder, PARALLEL_CHUNK};
 use crate::pretokenize::last_safe_cut;
 
-/// Text read per batch: enough chunks to keep every thread busy, at most 64 MB.
+/// Text read per batch: enough chunks to keep every thread busy, at most 32 MB.
 fn batch_bytes() -> usize {
     PARALLEL_CHUNK * (2 * rayon::current_num_threads()).clamp(4, 32)
 }
