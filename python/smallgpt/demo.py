@@ -16,10 +16,60 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from smallgpt.config import ConfigError, load_config
+from smallgpt.config import Config, ConfigError, load_config
+from smallgpt.runtime import cpu_has_native_bf16
 
 PRESET = "demo-cpu"
 PROMPTS = ("ROMEO:", "JULIET:\nO ")
+# Share of the time budget planned for optimizer steps; the rest covers validation, checkpoints
+# and the timing noise of a shared machine.
+_BUDGET_SHARE_FOR_STEPS = 0.9
+
+
+def steps_within(config: Config, seconds: float, timed_steps: int = 6) -> int:
+    """How many optimizer steps of `config`'s model and batch fit in `seconds` on this machine.
+
+    Times `timed_steps` steps (after two warm-up steps) of a throwaway model on random tokens,
+    with the preset's device, precision and thread count.
+    """
+    import time
+
+    import torch
+
+    from smallgpt.model import SmallGPT
+    from smallgpt.runtime import resolve_runtime
+
+    m, t, o = config.model, config.train, config.optim
+    runtime = resolve_runtime(t.device, t.precision, 0, t.num_threads)
+    vocab_size = m.vocab_size or config.data.tokenizer_vocab_size
+    model = SmallGPT(
+        vocab_size,
+        m.embed_dim,
+        m.num_heads,
+        m.num_layers,
+        m.max_seq_len,
+        m.dropout,
+        attention=m.attention,
+        bias=m.bias,
+    ).to(runtime.device)
+    optimizer = model.configure_optimizers(o.weight_decay, o.lr, o.betas, runtime.device.type)
+    tokens = torch.randint(vocab_size, (t.batch_size, config.seq_len), device=runtime.device)
+
+    def step() -> None:
+        for _ in range(t.grad_accum_steps):
+            with runtime.autocast():
+                _, loss = model(tokens, tokens)
+            loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for _ in range(2):
+        step()
+    start = time.perf_counter()
+    for _ in range(timed_steps):
+        step()
+    seconds_per_step = (time.perf_counter() - start) / timed_steps
+    return int(seconds / seconds_per_step)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -36,12 +86,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_dir = Path(args.run_dir or config.train.run_dir)
     if run_dir.exists():
         shutil.rmtree(run_dir)
+    cpu_bf16 = config.train.precision == "bf16" and config.train.device == "cpu"
+    if cpu_bf16 and not cpu_has_native_bf16():
+        print("note: this CPU has no native bf16 matrix unit; the demo trains in fp32")
+        config.train.precision = "fp32"
+    budget = config.train.max_time_minutes
+    if budget:
+        # Fit the step count (and so the LR schedule's cosine decay) to the time budget on this
+        # machine; the budget itself stays as a hard stop.
+        fitting = steps_within(config, budget * 60 * _BUDGET_SHARE_FOR_STEPS)
+        config.train.max_steps = max(1, min(config.train.max_steps, fitting))
 
     from smallgpt.checkpoint import load_model, load_tokenizer
     from smallgpt.generate import generate_text
     from smallgpt.train import Trainer
 
-    budget = config.train.max_time_minutes
     print(
         f"smallgpt demo: a {config.model.num_layers}-layer GPT on Tiny Shakespeare, "
         f"{'at most ' + format(budget, 'g') + ' minutes of ' if budget else ''}training on "

@@ -40,11 +40,26 @@ class Runtime:
         return torch.amp.GradScaler(self.device.type)
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU has bf16 matrix instructions (AVX512-BF16 or AMX-BF16), read from
+    /proc/cpuinfo (False where that file does not exist)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
 def resolve_runtime(
     device: str, precision: str, local_rank: int = 0, num_threads: int | None = None
 ) -> Runtime:
     """Pick the device ("auto": this rank's GPU if CUDA is available, else CPU) and precision
-    ("auto": bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU); turn TF32 on;
+    ("auto": bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU; choose bf16 on a CPU
+    where `cpu_has_native_bf16()`: several times faster there); turn TF32 on;
     set torch's CPU thread count when `num_threads` is given.
 
     Raises ValueError when CUDA is requested but absent, or fp16 is requested on CPU.
