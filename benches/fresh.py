@@ -7,10 +7,13 @@ import subprocess
 import sys
 import textwrap
 
-# Appended to every snippet: the child reports its own peak RSS in MB.
+# Appended to every snippet: the child reports its own peak RSS in MB. VmHWM, not ru_maxrss:
+# Linux carries ru_maxrss over from the forking parent (pytest), which would inflate it.
 _EPILOGUE = """
-import json as _json, resource as _resource
-RESULT["peak_rss_mb"] = _resource.getrusage(_resource.RUSAGE_SELF).ru_maxrss / 1024
+import json as _json
+with open("/proc/self/status") as _status:
+    _hwm = next(line for line in _status if line.startswith("VmHWM:"))
+RESULT["peak_rss_mb"] = int(_hwm.split()[1]) / 1024
 print("RESULT=" + _json.dumps(RESULT))
 """
 
