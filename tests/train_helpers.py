@@ -20,6 +20,7 @@ TINY = [
     "data.seq_len=32",
     "model.dropout=0.0",
     "train.device=cpu",
+    "train.precision=fp32",  # exact comparisons; the demo preset itself trains in bf16
     "train.batch_size=4",
     "train.max_steps=8",
     "train.eval_interval=4",
