@@ -25,11 +25,16 @@ def run_fresh(code: str, timeout: float = 900.0, env: dict[str, str] | None = No
     """
     script = "RESULT = {}\n" + textwrap.dedent(code) + _EPILOGUE
     proc = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout, env=env
+        [sys.executable, "-c", script],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
     )
     if proc.returncode != 0:
         raise RuntimeError(f"benchmark child failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith("RESULT="):
-            return json.loads(line[len("RESULT="):])
+            return json.loads(line[len("RESULT=") :])
     raise RuntimeError(f"benchmark child printed no RESULT line:\n{proc.stdout[-2000:]}")

@@ -43,7 +43,8 @@ _EXPORTS: dict[str, str] = {
     "validate_model": "smallgpt.guide",
 }
 
-__all__ = ["__version__", *_EXPORTS]
+__all__ = ["__version__"]
+__all__.extend(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:
