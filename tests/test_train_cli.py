@@ -92,6 +92,11 @@ def test_cli_trains_from_raw_text_then_refuses_to_overwrite_then_resumes(tmp_pat
     steps = [r["step"] for r in read_metrics(run / "metrics.jsonl") if r["kind"] == "train"]
     assert steps == [1, 2, 3, 4, 5, 6, 7, 8]
 
+    # A learning rate changed on resume is not silently dropped.
+    changed_lr = [*resumed[:-4], "train.max_steps=9", "optim.lr=1e-4", *resumed[-4:]]
+    with pytest.warns(UserWarning, match=r"optim\.lr=0\.003.*optim\.lr=0\.0001"):
+        assert train_main(changed_lr) == 0
+
 
 def test_cli_config_mistakes_exit_2_with_the_fix(tmp_path, capsys):
     assert train_main(["demo-cpu", "optim.learning_rate=1e-3", "--run-dir", str(tmp_path)]) == 2

@@ -25,6 +25,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -425,6 +426,16 @@ class Trainer:
         self._last_checkpoint = path
         self.batches.load_state_dict(state["data"])
         restore_rng_state(state["rng"][self.dist.rank])
+        # The schedule's base learning rate comes back with the checkpoint (exact resume), so a
+        # changed optim.lr would otherwise be ignored without a word.
+        resumed_lr = max(self.scheduler.base_lrs)
+        if not math.isclose(resumed_lr, self.cfg.optim.lr, rel_tol=1e-6):
+            warnings.warn(
+                f"resuming from {path}: the checkpoint's schedule uses optim.lr={resumed_lr:g}, "
+                f"the config says optim.lr={self.cfg.optim.lr:g}; the checkpoint's value is kept "
+                "(start a new run to train with another learning rate)",
+                stacklevel=2,
+            )
 
     def save(self) -> Path | None:
         """Checkpoint the current state (collective: every rank calls it; rank 0 writes)."""
