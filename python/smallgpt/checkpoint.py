@@ -109,21 +109,14 @@ def to_jsonable(value: Any) -> Any:
         return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [to_jsonable(v) for v in value]
-    if isinstance(value, torch.Tensor):
-        array = value.detach().cpu().contiguous().numpy()
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        is_tensor = isinstance(value, torch.Tensor)
+        array = np.ascontiguousarray(value.detach().cpu().numpy() if is_tensor else value)
         return {
             "__ndarray__": base64.b64encode(array.tobytes()).decode("ascii"),
             "dtype": str(array.dtype),
             "shape": list(array.shape),
-            "torch": True,
-        }
-    if isinstance(value, np.ndarray):
-        array = np.ascontiguousarray(value)
-        return {
-            "__ndarray__": base64.b64encode(array.tobytes()).decode("ascii"),
-            "dtype": str(array.dtype),
-            "shape": list(array.shape),
-            "torch": False,
+            "torch": is_tensor,
         }
     if isinstance(value, np.generic):
         return value.item()
