@@ -492,12 +492,13 @@ impl Encoder {
 }
 
 /// Byte strings up to this long are packed into one integer key.
-const PACKED_MAX: usize = 15;
+pub(crate) const PACKED_MAX: usize = 15;
 
 /// `bytes` (at most `PACKED_MAX` of them) and their length in one integer; distinct strings
-/// give distinct keys.
+/// give distinct keys. Hashing and comparing an integer is much cheaper than a string, and most
+/// pieces are short (the trainer counts pieces under the same keys).
 #[inline(always)]
-fn pack(bytes: &[u8]) -> Option<u128> {
+pub(crate) fn pack(bytes: &[u8]) -> Option<u128> {
     if bytes.len() > PACKED_MAX {
         return None;
     }

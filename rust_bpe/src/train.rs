@@ -41,6 +41,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 
+use crate::encode::pack;
 use crate::pretokenize::{for_each_piece, last_safe_cut, Pattern};
 use crate::vocab::{byte_level_char, validate_specials, MergeRecorder, Vocab};
 
@@ -93,20 +94,6 @@ pub struct PieceCounts {
     pattern: Pattern,
     counts: Tally<Box<[u8]>>,
     total_bytes: u64,
-}
-
-/// Pieces of at most this many bytes are counted under a packed integer key.
-const PACKED_MAX: usize = 15;
-
-/// A short piece as one integer (its bytes, then its length in the top byte): hashing and
-/// comparing an integer is much cheaper than a string, and most pieces are short.
-fn pack(bytes: &[u8]) -> Option<u128> {
-    (bytes.len() <= PACKED_MAX).then(|| {
-        let mut packed = [0u8; 16];
-        packed[..bytes.len()].copy_from_slice(bytes);
-        packed[15] = bytes.len() as u8;
-        u128::from_le_bytes(packed)
-    })
 }
 
 /// Occurrence counts of pieces: short ones under packed keys, long ones under `K` (a borrowed
