@@ -53,5 +53,12 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
         )
     out = Path(__file__).parent / "last_run.json"
     out.write_text(
-        json.dumps({"machine": platform.platform(), "processor": platform.processor(), "results": _RESULTS}, indent=1)
+        json.dumps(
+            {
+                "machine": platform.platform(),
+                "processor": platform.processor(),
+                "results": _RESULTS,
+            },
+            indent=1,
+        )
     )

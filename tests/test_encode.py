@@ -4,6 +4,7 @@ on generated text and on pathological inputs, through every encoding entry point
 from __future__ import annotations
 
 import concurrent.futures
+import gc
 import random
 
 import numpy as np
@@ -133,6 +134,31 @@ def test_encode_batch_equals_encode_on_any_thread_count(tokenizer):
     assert tokenizer.encode_batch(lines, num_threads=1) == expected
     assert tokenizer.encode_batch(lines, num_threads=2) == expected
     assert tokenizer.encode_batch(lines) == expected
+    # More threads than cores, and many runs arriving out of order on the calling thread.
+    assert tokenizer.encode_batch(lines, num_threads=5) == expected
+
+
+def test_encode_batch_with_allowed_specials_equals_encode(tokenizer):
+    texts = [f"line {i} <|endoftext|> é😀 {i * 7}" for i in range(3000)]
+    expected = [tokenizer.encode(t, allowed_special="all") for t in texts]
+    assert expected[0] != tokenizer.encode(texts[0])  # the special is a token here
+    assert tokenizer.encode_batch(texts, allowed_special="all", num_threads=3) == expected
+    assert tokenizer.encode_batch([], num_threads=2) == []
+
+
+def test_encode_batch_leaves_the_garbage_collector_as_it_found_it(tokenizer):
+    # Lists are built with the cyclic collector paused; it must come back on (and stay off
+    # when the caller had turned it off).
+    texts = ["some text"] * 5000
+    assert gc.isenabled()
+    tokenizer.encode_batch(texts, num_threads=2)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        tokenizer.encode_batch(texts, num_threads=2)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
 
 
 def test_encode_to_numpy_equals_tiktoken_in_parallel(tokenizer):

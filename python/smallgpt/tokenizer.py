@@ -295,14 +295,20 @@ class Tokenizer:
         """`encode` of each text, in parallel on `num_threads` threads (None: all cores)."""
         if isinstance(texts, str):
             raise TypeError("texts must be a collection of str, not a single str")
-        texts = list(texts)
-        for i, text in enumerate(texts):
-            _check_text(text, f"texts[{i}]")
-        batch = self._core.encode_batch(
-            texts, self._allowed_ids(allowed_special), _check_threads(num_threads)
-        )
+        texts = texts if isinstance(texts, list) else list(texts)
+        allowed, threads = self._allowed_ids(allowed_special), _check_threads(num_threads)
+        try:
+            batch = self._core.encode_batch(texts, allowed, threads)
+        except TypeError:
+            # Checked only on failure: a Python loop over every text would cost a tenth of
+            # the call. Name the first text that is not a str.
+            for i, text in enumerate(texts):
+                _check_text(text, f"texts[{i}]")
+            raise
+        if not add_special_tokens:
+            return batch
         prefix = self._prefix(add_special_tokens)
-        return [prefix + ids for ids in batch] if prefix else batch
+        return [prefix + ids for ids in batch]
 
     def encode_to_numpy(self, text: str, num_threads: int | None = None) -> np.ndarray:
         """Ids of `text` (special strings as plain text) as a 1-D numpy array: uint16 when

@@ -8,6 +8,7 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
@@ -22,6 +23,23 @@ const NO_RANK: u32 = u32::MAX;
 
 /// Text is cut into chunks of about this many bytes to be encoded in parallel.
 pub const PARALLEL_CHUNK: usize = 1 << 20;
+
+/// `texts` cut into about `count` runs of consecutive texts of similar byte size, each with the
+/// index of its first text; no run is empty.
+fn batch_runs<T: AsRef<str>>(texts: &[T], count: usize) -> Vec<(usize, &[T])> {
+    let total: usize = texts.iter().map(|t| t.as_ref().len()).sum();
+    let run_bytes = total / count.max(1) + 1;
+    let mut runs = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, text) in texts.iter().enumerate() {
+        bytes += text.as_ref().len();
+        if bytes >= run_bytes || i + 1 == texts.len() {
+            runs.push((start, &texts[start..=i]));
+            (start, bytes) = (i + 1, 0);
+        }
+    }
+    runs
+}
 
 /// Encodes text to ids and decodes ids to bytes for one vocabulary.
 pub struct Encoder {
@@ -313,27 +331,74 @@ impl Encoder {
     /// dealt out in runs of similar byte size, a few per thread, and each run is encoded with
     /// one `EncodeState`, so the caches stay warm from one text to the next.
     pub fn encode_batch(&self, texts: &[impl AsRef<str> + Sync], allowed: &[u32]) -> Vec<Vec<u32>> {
-        let total: usize = texts.iter().map(|t| t.as_ref().len()).sum();
-        let run_bytes = total / (4 * rayon::current_num_threads()) + 1;
-        let mut runs = Vec::new();
-        let (mut start, mut bytes) = (0, 0);
-        for (i, text) in texts.iter().enumerate() {
-            bytes += text.as_ref().len();
-            if bytes >= run_bytes || i + 1 == texts.len() {
-                runs.push(&texts[start..=i]);
-                (start, bytes) = (i + 1, 0);
-            }
-        }
+        let runs = batch_runs(texts, 4 * rayon::current_num_threads());
         let encoded: Vec<Vec<Vec<u32>>> = runs
             .par_iter()
-            .map(|run| {
-                let mut state = EncodeState::for_many_texts();
-                run.iter()
-                    .map(|text| self.encode_with_specials_using(text.as_ref(), allowed, &mut state))
-                    .collect()
-            })
+            .map(|&(_, run)| self.encode_run(run, allowed, &mut EncodeState::for_many_texts()))
             .collect();
         encoded.into_iter().flatten().collect()
+    }
+
+    /// `encode_with_specials` of each text on `threads` threads, handing the ids of each run of
+    /// consecutive texts to `consume(index of the run's first text, ids)` on the calling
+    /// thread. Runs arrive in no particular order.
+    ///
+    /// This lets the caller turn ids into its own objects (Python lists, which only one thread
+    /// can build) while encoding goes on: the calling thread is one of the `threads` and,
+    /// between the runs it encodes itself, consumes the runs the other threads have finished.
+    /// With one thread everything happens in order on the calling thread.
+    pub fn encode_batch_each(
+        &self,
+        threads: usize,
+        texts: &[impl AsRef<str> + Sync],
+        allowed: &[u32],
+        mut consume: impl FnMut(usize, Vec<Vec<u32>>),
+    ) {
+        // Many small runs: whatever the others finish while the calling thread encodes its
+        // last run is what remains to consume after encoding ends.
+        let runs = batch_runs(texts, if threads <= 1 { 1 } else { 16 * threads });
+        let next_run = AtomicUsize::new(0);
+        let take = || runs.get(next_run.fetch_add(1, Ordering::Relaxed));
+        let (sender, receiver) = std::sync::mpsc::channel();
+        // Plain threads, not a rayon pool: a pool's idle workers spin for work, taking time
+        // from the threads that have it on a machine with few cores.
+        std::thread::scope(|scope| {
+            for _ in 1..threads {
+                let (sender, take) = (sender.clone(), &take);
+                scope.spawn(move || {
+                    let mut state = EncodeState::for_many_texts();
+                    while let Some(&(first, run)) = take() {
+                        let ids = self.encode_run(run, allowed, &mut state);
+                        if sender.send((first, ids)).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            drop(sender);
+            let mut state = EncodeState::for_many_texts();
+            loop {
+                while let Ok((first, ids)) = receiver.try_recv() {
+                    consume(first, ids);
+                }
+                let Some(&(first, run)) = take() else { break };
+                consume(first, self.encode_run(run, allowed, &mut state));
+            }
+            for (first, ids) in receiver {
+                consume(first, ids);
+            }
+        });
+    }
+
+    fn encode_run(
+        &self,
+        run: &[impl AsRef<str>],
+        allowed: &[u32],
+        state: &mut EncodeState,
+    ) -> Vec<Vec<u32>> {
+        run.iter()
+            .map(|text| self.encode_with_specials_using(text.as_ref(), allowed, state))
+            .collect()
     }
 
     /// Encodes `text` (special strings as plain text) on the current rayon pool, in chunks cut
@@ -641,6 +706,47 @@ mod tests {
         let chunks = split_for_parallel(Pattern::Gpt2, &text, 10_000);
         assert!(chunks.len() > 100);
         assert_eq!(chunks.concat(), text);
+    }
+
+    #[test]
+    fn batch_runs_hand_every_text_over_once_whatever_the_thread_count() {
+        let encoder = trained(Pattern::Gpt2, 600, &["<|endoftext|>"]);
+        let eot = encoder.specials()[0].1;
+        let texts: Vec<String> = SHAKESPEARE
+            .lines()
+            .take(4000)
+            .enumerate()
+            .map(|(i, line)| {
+                if i % 7 == 0 {
+                    format!("{line}<|endoftext|>")
+                } else {
+                    line.to_string()
+                }
+            })
+            .collect();
+        let expected: Vec<Vec<u32>> = texts
+            .iter()
+            .map(|t| encoder.encode_with_specials(t, &[eot]))
+            .collect();
+        for threads in [1, 2, 5] {
+            let mut got: Vec<Option<Vec<u32>>> = vec![None; texts.len()];
+            encoder.encode_batch_each(threads, &texts, &[eot], |first, run| {
+                for (k, ids) in run.into_iter().enumerate() {
+                    assert!(
+                        got[first + k].replace(ids).is_none(),
+                        "text {} twice",
+                        first + k
+                    );
+                }
+            });
+            let got: Vec<Vec<u32>> = got
+                .into_iter()
+                .map(|ids| ids.expect("every text"))
+                .collect();
+            assert_eq!(got, expected, "{threads} threads");
+        }
+        let none: [&str; 0] = [];
+        encoder.encode_batch_each(2, &none, &[], |_, _| panic!("no texts, no runs"));
     }
 
     #[test]
