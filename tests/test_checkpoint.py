@@ -47,9 +47,9 @@ def tiny_model(seed: int = 0, dropout: float = 0.1) -> SmallGPT:
     return SmallGPT(61, embed_dim=32, num_heads=4, num_layers=2, max_seq_len=16, dropout=dropout)
 
 
-def parts(model: SmallGPT):
+def parts(model: SmallGPT, optimizer: str = "adamw"):
     opt = model.configure_optimizers(
-        weight_decay=0.1, lr=1e-2, betas=(0.9, 0.95), device_type="cpu"
+        weight_decay=0.1, lr=1e-2, betas=(0.9, 0.95), device_type="cpu", optimizer=optimizer
     )
     return opt, get_cosine_schedule_with_warmup(opt, 2, 20)
 
@@ -76,16 +76,17 @@ def write_some(path: Path, step: int = 3) -> Path:
     return write_checkpoint(path, model, opt, scheduler, state={"step": step})
 
 
-def test_resumed_objects_continue_bit_identically_to_the_originals(tmp_path):
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_resumed_objects_continue_bit_identically_to_the_originals(tmp_path, optimizer):
     model = tiny_model()
-    opt, scheduler = parts(model)
+    opt, scheduler = parts(model, optimizer)
     train(model, opt, scheduler, 3)
     torch.manual_seed(123)  # dropout stream from here on
     write_checkpoint(tmp_path / "ck", model, opt, scheduler, state={"rng": capture_rng_state()})
     expected = train(model, opt, scheduler, 4, seed=1)
 
     fresh = tiny_model(seed=99)
-    fresh_opt, fresh_scheduler = parts(fresh)
+    fresh_opt, fresh_scheduler = parts(fresh, optimizer)
     state = load_checkpoint(tmp_path / "ck", fresh, fresh_opt, fresh_scheduler)
     restore_rng_state(state["rng"])
     assert train(fresh, fresh_opt, fresh_scheduler, 4, seed=1) == expected

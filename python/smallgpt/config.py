@@ -68,11 +68,16 @@ class DataSection:
     val_fraction: float = 0.01
     seq_len: int | None = None
 
+OPTIMIZERS = ("adamw", "muon")
+
 
 @dataclass
 class OptimSection:
-    """AdamW and its learning-rate schedule (linear warmup, cosine decay to lr * min_lr_ratio)."""
+    """The optimizer and its learning-rate schedule (linear warmup, cosine decay to
+    lr * min_lr_ratio). `name`: "adamw", or "muon" (Muon on the blocks' matrices, AdamW on the
+    rest; see smallgpt.optim)."""
 
+    name: str = "adamw"
     lr: float = 5e-4
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
@@ -521,6 +526,7 @@ def validate_config(cfg: Config) -> None:
             "data.seq_len or raise model.max_seq_len",
         )
 
+    need(o.name in OPTIMIZERS, f"optim.name must be one of {list(OPTIMIZERS)} (got {o.name!r})")
     need(o.lr > 0 and math.isfinite(o.lr), f"optim.lr must be > 0 (got {o.lr})")
     need(
         all(0.0 <= b < 1.0 for b in o.betas), f"optim.betas must be in [0, 1) (got {list(o.betas)})"

@@ -377,18 +377,27 @@ class SmallGPT(nn.Module):
         lr: float = 5e-4,
         betas: tuple[float, float] = (0.9, 0.999),
         device_type: str | None = None,
-    ) -> torch.optim.AdamW:
-        """AdamW with weight decay on matrices and embeddings only (not biases or norms).
+        *,
+        optimizer: str = "adamw",
+        eps: float = 1e-8,
+    ) -> torch.optim.Optimizer:
+        """AdamW with weight decay on matrices and embeddings only (not biases or norms), or
+        with `optimizer="muon"` Muon on the blocks' matrices and AdamW on the rest (see
+        `smallgpt.optim`).
 
         device_type: "cuda" selects the fused AdamW; default: the device of the parameters.
         """
-        params = [p for p in self.parameters() if p.requires_grad]
-        groups = [
-            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-        ]
-        device_type = device_type or self.transformer.wte.weight.device.type
-        return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device_type == "cuda")
+        from smallgpt.optim import build_optimizer
+
+        return build_optimizer(
+            self,
+            optimizer,
+            lr=lr,
+            betas=betas,
+            weight_decay=weight_decay,
+            eps=eps,
+            device_type=device_type or self.transformer.wte.weight.device.type,
+        )
 
     def count_real_tokens(self, labels: Tensor) -> Tensor:
         """Targets the loss scores for `labels` with this model's pad id; see `count_real_tokens`."""

@@ -349,10 +349,13 @@ class Trainer:
         self.raw_model = SmallGPT.from_config(self.model_config).to(device)
         o = self.cfg.optim
         self.optimizer = self.raw_model.configure_optimizers(
-            weight_decay=o.weight_decay, lr=o.lr, betas=o.betas, device_type=device.type
+            weight_decay=o.weight_decay,
+            lr=o.lr,
+            betas=o.betas,
+            device_type=device.type,
+            optimizer=o.name,
+            eps=o.eps,
         )
-        for group in self.optimizer.param_groups:
-            group["eps"] = o.eps
         self.scheduler = get_cosine_schedule_with_warmup(
             self.optimizer, o.warmup_steps, self.cfg.train.max_steps, o.min_lr_ratio
         )
