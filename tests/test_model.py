@@ -356,3 +356,25 @@ def test_fused_loss_on_cuda_matches_materialised_logits_loss_and_gradients():
             model.transformer.wte.weight.grad, expected_grad, atol=1e-4, rtol=1e-3
         )
         model.zero_grad()
+
+
+def test_cpu_bf16_autocast_attention_runs_in_fp32_and_stays_close_to_fp32():
+    # Under CPU autocast the attention itself runs in fp32 (PyTorch's bf16 CPU flash kernel is
+    # the slower one); the rest of the block is bf16, so logits stay within bf16 rounding.
+    model = tiny()
+    ids = torch.randint(0, 97, (2, 40))
+    attention = model.transformer.h[0].attn
+    x = torch.randn(2, 40, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = attention(x)
+        q, k, v = attention.c_attn(x).split(32, dim=2)
+    q, k, v = (t.view(2, 40, 4, 8).transpose(1, 2).float() for t in (q, k, v))
+    y = F.scaled_dot_product_attention(q, k, v, is_causal=True).to(torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = attention.c_proj(y.transpose(1, 2).reshape(2, 40, 32))
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = model(ids).float()
+    torch.testing.assert_close(low, reference_logits(model, ids), rtol=0, atol=0.1)
