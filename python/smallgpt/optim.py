@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from smallgpt.config import OPTIMIZERS
+
 MUON_MOMENTUM = 0.95
 
 
