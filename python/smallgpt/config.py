@@ -68,6 +68,7 @@ class DataSection:
     val_fraction: float = 0.01
     seq_len: int | None = None
 
+
 OPTIMIZERS = ("adamw", "muon")
 
 
