@@ -243,8 +243,9 @@ mod python {
             self.id_list(py, &ids)
         }
 
-        /// `encode` of each text, in parallel. The calling thread builds the Python lists of
-        /// each run of texts as soon as the pool has encoded it, so list building (which needs
+        /// `encode` of each text, on `num_threads` threads (None: rayon's count, all cores).
+        /// The calling thread is one of them: between the runs of texts it encodes, it builds
+        /// the Python lists of the runs the others have finished, so list building (which needs
         /// the GIL) overlaps encoding instead of following it.
         #[pyo3(signature = (texts, allowed=Vec::new(), num_threads=None))]
         fn encode_batch<'py>(
