@@ -378,3 +378,12 @@ def test_cpu_bf16_autocast_attention_runs_in_fp32_and_stays_close_to_fp32():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         low = model(ids).float()
     torch.testing.assert_close(low, reference_logits(model, ids), rtol=0, atol=0.1)
+
+
+def test_cpu_fp64_attention_is_not_rounded_through_fp32():
+    # Only the half-precision autocast path is moved to fp32; a float64 model stays float64.
+    model = tiny().double()
+    ids = torch.randint(0, 97, (2, 20))
+    torch.testing.assert_close(
+        model(ids), reference_logits(model, ids).double(), rtol=1e-10, atol=1e-10
+    )

@@ -219,7 +219,7 @@ class CausalSelfAttention(nn.Module):
             flash = _flash_attention_for(self.backend, x.device.type, C // self.num_heads)
             if flash is not None:
                 y = flash(q, k, v, causal=True, dropout_p=dropout_p)
-            elif x.device.type == "cpu" and q.dtype != torch.float32:
+            elif x.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16):
                 # PyTorch's CPU flash attention is slower in bf16 than in fp32 (its fp32 kernel
                 # takes ~55% of the bf16 one's time at the demo's shapes), so under CPU autocast
                 # attention runs in fp32, which is also the more accurate.
