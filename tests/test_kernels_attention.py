@@ -21,6 +21,7 @@ from smallgpt.kernels.attention import (
 from tests.kernels_helpers import (
     KERNEL_DEVICE,
     assert_within_torch_error,
+    attention_scales,
     gpu,
     needs_kernels,
     randn,
@@ -53,8 +54,15 @@ def _check_against_reference(
     ours = (out, *torch.autograd.grad(out, (q, k, v), grad_out))
     theirs = (ref, *torch.autograd.grad(ref, (q, k, v), grad_out))
     exacts = (exact, *torch.autograd.grad(exact, exact_inputs, grad_out.double()))
+    scales = attention_scales(
+        q, k, v, grad_out, softmax_scale=_softmax_scale(q, softmax_scale), dropout_p=dropout_p
+    )
     for name, a, b, c in zip(("out", "dq", "dk", "dv"), ours, theirs, exacts):
-        assert_within_torch_error(name, a, b, c, dtype)
+        assert_within_torch_error(name, a, b, c, dtype, scale=scales[name])
+
+
+def _softmax_scale(q, softmax_scale=None):
+    return 1 / math.sqrt(q.shape[-1]) if softmax_scale is None else softmax_scale
 
 
 @needs_kernels
@@ -75,6 +83,24 @@ def test_output_and_gradients_match_reference(batch, heads, seq, head_dim, causa
     q, k, v = _qkv(batch, heads, seq, head_dim, torch.float32, seed=seq + head_dim)
     grad_out = randn(batch, heads, seq, head_dim, seed=7, dtype=torch.float32)
     _check_against_reference(q, k, v, grad_out, causal=causal)
+
+
+@pytest.mark.parametrize("seq", [1, 17])
+def test_tolerance_passes_rounding_of_a_zero_dq_and_fails_a_wrong_dq(seq):
+    # With one key the exact dq is zero; fp32 rounding of dP - delta must pass, a real error must not.
+    q, k, v = _qkv(2, 2, seq, 32, torch.float32, seed=5, device="cpu")
+    grad_out = randn(2, 2, seq, 32, seed=6, dtype=torch.float32, device="cpu")
+    exact_inputs = [t.detach().double().requires_grad_() for t in (q, k, v)]
+    (exact,) = torch.autograd.grad(
+        attention_reference(*exact_inputs), exact_inputs[0], grad_out.double()
+    )
+    (theirs,) = torch.autograd.grad(attention_reference(q, k, v), q, grad_out)
+    scale = attention_scales(q, k, v, grad_out, softmax_scale=_softmax_scale(q))["dq"]
+    rounding = exact.float() + 3e-7 * torch.sign(torch.randn(exact.shape))
+    assert_within_torch_error("dq", rounding, theirs, exact, torch.float32, scale=scale)
+    wrong = exact.float() + 1e-3 * grad_out  # e.g. a missing or doubled term
+    with pytest.raises(AssertionError, match="dq: error"):
+        assert_within_torch_error("dq", wrong, theirs, exact, torch.float32, scale=scale)
 
 
 @needs_kernels
@@ -100,8 +126,11 @@ def _check_fused_qkv(batch, seq, heads, head_dim, dtype, device):
     (exact_grad,) = torch.autograd.grad(exact, exact_qkv, grad_out.double())
     ref = attention_reference(q, k, v)
     (ref_grad,) = torch.autograd.grad(ref, qkv, grad_out)
-    assert_within_torch_error("out", out, ref, exact, dtype)
-    assert_within_torch_error("dqkv", grad_qkv, ref_grad, exact_grad, dtype)
+    scales = attention_scales(q, k, v, grad_out, softmax_scale=_softmax_scale(q))
+    assert_within_torch_error("out", out, ref, exact, dtype, scale=scales["out"])
+    assert_within_torch_error(
+        "dqkv", grad_qkv, ref_grad, exact_grad, dtype, scale=max(scales.values())
+    )
 
 
 @needs_kernels
@@ -117,8 +146,10 @@ def test_broadcast_upstream_gradient_from_sum():
     exact_inputs = [t.detach().double().requires_grad_() for t in (q, k, v)]
     exact_grads = torch.autograd.grad(attention_reference(*exact_inputs).sum(), exact_inputs)
     ref_grads = torch.autograd.grad(attention_reference(q, k, v).sum(), (q, k, v))
+    ones = torch.ones_like(q)
+    scales = attention_scales(q, k, v, ones, softmax_scale=_softmax_scale(q))
     for name, a, b, c in zip(("dq", "dk", "dv"), grads, ref_grads, exact_grads):
-        assert_within_torch_error(name, a, b, c, torch.float32)
+        assert_within_torch_error(name, a, b, c, torch.float32, scale=scales[name])
 
 
 @needs_kernels
