@@ -1,0 +1,541 @@
+//! The Python module `smallgpt._bpe`: PyO3 bindings over the crate, compiled only with the
+//! `python` feature (maturin turns it on), so `cargo test` links without libpython.
+
+use std::fs::OpenOptions;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use numpy::IntoPyArray;
+use pyo3::exceptions::{PyFileNotFoundError, PyOSError, PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedStr;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBytes, PyList};
+
+use crate::decode::Utf8Stream;
+use crate::encode::Encoder;
+use crate::encode_file::{encode_file, FileError};
+use crate::pretokenize::{last_safe_cut, pieces, Pattern};
+use crate::train::{train, PieceCounts, TrainError};
+use crate::vocab::Vocab;
+
+fn value_error(message: impl std::fmt::Display) -> PyErr {
+    PyValueError::new_err(message.to_string())
+}
+
+const ZERO_THREADS: &str = "num_threads must be at least 1 (or None for all cores)";
+
+/// A rayon pool of `num_threads` threads, or None (use the global pool, all cores).
+fn thread_pool(num_threads: Option<usize>) -> PyResult<Option<rayon::ThreadPool>> {
+    match num_threads {
+        None => Ok(None),
+        Some(0) => Err(value_error(ZERO_THREADS)),
+        Some(n) => rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .map(Some)
+            .map_err(|e| value_error(format!("cannot start {n} threads: {e}"))),
+    }
+}
+
+/// Runs `f` on a new pool of `num_threads` threads (the global pool when None).
+fn on_pool<R: Send>(num_threads: Option<usize>, f: impl FnOnce() -> R + Send) -> PyResult<R> {
+    Ok(in_pool(&thread_pool(num_threads)?, f))
+}
+
+/// Ids as u32, or a ValueError naming the first id outside the vocabulary.
+fn checked_ids(ids: &[i64], vocab_size: usize) -> PyResult<Vec<u32>> {
+    ids.iter()
+        .map(|&id| {
+            u32::try_from(id)
+                .ok()
+                .filter(|&i| (i as usize) < vocab_size)
+                .ok_or_else(|| {
+                    value_error(format!(
+                        "unknown token id {id} (ids run from 0 to {})",
+                        vocab_size.saturating_sub(1)
+                    ))
+                })
+        })
+        .collect()
+}
+
+fn file_error(path: &Path, error: FileError, stopped: Option<PyErr>) -> PyErr {
+    let shown = path.display();
+    match error {
+        FileError::Io(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            PyFileNotFoundError::new_err(format!("no such file: {shown}"))
+        }
+        FileError::Io(e) => PyOSError::new_err(format!("cannot read {shown}: {e}")),
+        FileError::InvalidUtf8 { offset } => value_error(format!(
+            "{shown} is not UTF-8 text (bad byte at offset {offset})"
+        )),
+        FileError::Stopped => stopped.unwrap_or_else(|| value_error("encoding stopped")),
+    }
+}
+
+/// A vocabulary and its encoder: the core the Python `Tokenizer` wraps. Immutable, so it is
+/// shared freely between threads.
+#[pyclass(module = "smallgpt._bpe", name = "BpeCore", frozen)]
+pub struct BpeCore {
+    pub(crate) vocab: Vocab,
+    pub(crate) encoder: Encoder,
+    /// One Python int per id, made on first use: lists of ids are then built by reference
+    /// counting instead of allocating an int per token.
+    id_objects: PyOnceLock<Vec<Py<PyAny>>>,
+}
+
+/// Runs `build` with Python's cyclic garbage collector paused. Lists of ints cannot form
+/// cycles, yet each new list counts towards a collection, and the collections that thousands
+/// of lists set off traverse every id already stored: a fifth of `encode_batch`'s time. The
+/// GIL is held throughout, so no other Python thread sees the collector paused.
+fn without_gc<T>(_py: Python<'_>, build: impl FnOnce() -> T) -> T {
+    /// Turns the collector back on when dropped, even if `build` panics.
+    struct Resume(bool);
+    impl Drop for Resume {
+        fn drop(&mut self) {
+            if self.0 {
+                // SAFETY: only flips the collector's flag; the GIL is still held.
+                unsafe { pyo3::ffi::PyGC_Enable() };
+            }
+        }
+    }
+    // SAFETY: only flips the collector's flag; the GIL is held (`_py`).
+    let _resume = Resume(unsafe { pyo3::ffi::PyGC_Disable() } == 1);
+    build()
+}
+
+impl BpeCore {
+    /// Wraps a vocabulary (from training or loading) with its encoder.
+    pub(crate) fn from_vocab(vocab: Vocab) -> BpeCore {
+        let encoder = Encoder::new(&vocab);
+        BpeCore {
+            vocab,
+            encoder,
+            id_objects: PyOnceLock::new(),
+        }
+    }
+
+    /// `ids` as a Python list of ints.
+    fn id_list<'py>(&self, py: Python<'py>, ids: &[u32]) -> PyResult<Bound<'py, PyList>> {
+        let objects = self.id_objects.get_or_try_init(py, || {
+            (0..self.encoder.vocab_size() as u32)
+                .map(|id| Ok(id.into_pyobject(py)?.into_any().unbind()))
+                .collect::<PyResult<Vec<_>>>()
+        })?;
+        PyList::new(
+            py,
+            ids.iter().map(|&id| match objects.get(id as usize) {
+                Some(object) => object.bind(py).clone(),
+                None => id
+                    .into_pyobject(py)
+                    .map(|o| o.into_any())
+                    .unwrap_or_else(|e| match e {}),
+            }),
+        )
+    }
+
+    /// Encodes a file, calling `progress(bytes_done)` (if given) after each chunk and
+    /// handing the ids to `push`. The GIL is released except inside `progress`.
+    fn stream_file(
+        &self,
+        py: Python<'_>,
+        path: &Path,
+        num_threads: Option<usize>,
+        progress: Option<Py<PyAny>>,
+        mut push: impl FnMut(&[u32]) -> std::io::Result<()> + Send,
+    ) -> PyResult<()> {
+        let mut failure: Option<PyErr> = None;
+        let result = py.detach(|| {
+            on_pool(num_threads, || {
+                encode_file(&self.encoder, path, |ids, done| {
+                    if let Err(e) = push(ids) {
+                        failure = Some(PyOSError::new_err(format!("cannot write tokens: {e}")));
+                        return false;
+                    }
+                    Python::attach(|py| {
+                        let called = match &progress {
+                            Some(callback) => callback.call1(py, (done,)).map(drop),
+                            None => Ok(()),
+                        };
+                        match called.and_then(|()| py.check_signals()) {
+                            Ok(()) => true,
+                            Err(e) => {
+                                failure = Some(e);
+                                false
+                            }
+                        }
+                    })
+                })
+            })
+        })?;
+        result.map_err(|e| file_error(path, e, failure))
+    }
+}
+
+#[pymethods]
+impl BpeCore {
+    /// Loads a vocabulary saved by `to_json`; ValueError says what is wrong with the text.
+    #[staticmethod]
+    fn from_json(py: Python<'_>, text: &str) -> PyResult<BpeCore> {
+        py.detach(|| Vocab::from_json(text).map(BpeCore::from_vocab))
+            .map_err(value_error)
+    }
+
+    /// The vocabulary in smallgpt's versioned JSON format.
+    fn to_json(&self, py: Python<'_>) -> String {
+        py.detach(|| self.vocab.to_json())
+    }
+
+    /// The regular tokens as a tiktoken rank file ("base64 id" lines).
+    fn tiktoken_ranks(&self, py: Python<'_>) -> String {
+        py.detach(|| self.vocab.tiktoken_ranks())
+    }
+
+    /// The vocabulary as a Hugging Face `tokenizer.json`.
+    fn hf_tokenizer_json(&self, py: Python<'_>) -> String {
+        py.detach(|| self.vocab.hf_tokenizer_json())
+    }
+
+    /// Number of ids: regular tokens and special tokens.
+    #[getter]
+    fn vocab_size(&self) -> usize {
+        self.encoder.vocab_size()
+    }
+
+    /// Name of the pre-tokenization pattern ("gpt2", "cl100k" or "none").
+    #[getter]
+    fn pattern_name(&self) -> &'static str {
+        self.encoder.pattern().name()
+    }
+
+    /// The regex the pre-tokenizer splits like ("" for "none").
+    #[getter]
+    fn pattern(&self) -> &'static str {
+        self.encoder.pattern().regex()
+    }
+
+    /// (string, id) of every special token.
+    #[getter]
+    fn special_tokens(&self) -> Vec<(String, u32)> {
+        self.encoder.specials().to_vec()
+    }
+
+    /// Ids of `text`; special strings are text except those whose ids are in `allowed`.
+    #[pyo3(signature = (text, allowed=Vec::new()))]
+    fn encode<'py>(
+        &self,
+        py: Python<'py>,
+        text: &str,
+        allowed: Vec<u32>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let ids = py.detach(|| self.encoder.encode_with_specials(text, &allowed));
+        self.id_list(py, &ids)
+    }
+
+    /// `encode` of each text, on `num_threads` threads (None: rayon's count, all cores).
+    /// The calling thread is one of them: between the runs of texts it encodes, it builds
+    /// the Python lists of the runs the others have finished, so list building (which needs
+    /// the GIL) overlaps encoding instead of following it.
+    #[pyo3(signature = (texts, allowed=Vec::new(), num_threads=None))]
+    fn encode_batch<'py>(
+        &self,
+        py: Python<'py>,
+        texts: Vec<PyBackedStr>,
+        allowed: Vec<u32>,
+        num_threads: Option<usize>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let threads = match num_threads {
+            Some(0) => return Err(value_error(ZERO_THREADS)),
+            Some(n) => n,
+            None => rayon::current_num_threads(),
+        };
+        let mut lists: Vec<Option<Py<PyList>>> = (0..texts.len()).map(|_| None).collect();
+        let mut failure: Option<PyErr> = None;
+        py.detach(|| {
+            self.encoder
+                .encode_batch_each(threads, &texts, &allowed, |first, run| {
+                    Python::attach(|py| {
+                        without_gc(py, || {
+                            for (slot, ids) in lists[first..].iter_mut().zip(&run) {
+                                match self.id_list(py, ids) {
+                                    Ok(list) => *slot = Some(list.unbind()),
+                                    Err(e) => failure = Some(e),
+                                }
+                            }
+                        })
+                    })
+                })
+        });
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        let lists = lists
+            .into_iter()
+            .map(|list| list.ok_or_else(|| PyRuntimeError::new_err("a text was not encoded")))
+            .collect::<PyResult<Vec<_>>>()?;
+        without_gc(py, || PyList::new(py, lists))
+    }
+
+    /// Ids of `text` (special strings as text) as a numpy array, uint16 when the vocabulary
+    /// fits, else uint32; long texts are encoded in parallel.
+    #[pyo3(signature = (text, num_threads=None))]
+    fn encode_to_numpy(
+        &self,
+        py: Python<'_>,
+        text: &str,
+        num_threads: Option<usize>,
+    ) -> PyResult<Py<PyAny>> {
+        let ids =
+            py.detach(|| on_pool(num_threads, || self.encoder.encode_ordinary_parallel(text)))?;
+        Ok(self.to_numpy(py, ids))
+    }
+
+    /// Ids of a UTF-8 file's text as a numpy array (see `encode_to_numpy`), read in
+    /// bounded chunks. `progress(bytes_done)` is called as the file is encoded.
+    #[pyo3(signature = (path, num_threads=None, progress=None))]
+    fn encode_file_to_numpy(
+        &self,
+        py: Python<'_>,
+        path: PathBuf,
+        num_threads: Option<usize>,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        if self.encoder.vocab_size() <= 1 << 16 {
+            let mut out: Vec<u16> = Vec::new();
+            self.stream_file(py, &path, num_threads, progress, |ids| {
+                out.extend(ids.iter().map(|&i| i as u16));
+                Ok(())
+            })?;
+            Ok(out.into_pyarray(py).into_any().unbind())
+        } else {
+            let mut out: Vec<u32> = Vec::new();
+            self.stream_file(py, &path, num_threads, progress, |ids| {
+                out.extend_from_slice(ids);
+                Ok(())
+            })?;
+            Ok(out.into_pyarray(py).into_any().unbind())
+        }
+    }
+
+    /// Appends the ids of a UTF-8 file to the raw token file `out` (little-endian uint16
+    /// when the vocabulary fits, else uint32), streaming; returns the number of ids written.
+    #[pyo3(signature = (path, out, num_threads=None, progress=None))]
+    fn encode_file_to_bin(
+        &self,
+        py: Python<'_>,
+        path: PathBuf,
+        out: PathBuf,
+        num_threads: Option<usize>,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<u64> {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&out)
+            .map_err(|e| PyOSError::new_err(format!("cannot open {}: {e}", out.display())))?;
+        let mut writer = BufWriter::with_capacity(1 << 20, file);
+        let narrow = self.encoder.vocab_size() <= 1 << 16;
+        let mut written = 0u64;
+        let mut bytes = Vec::new();
+        self.stream_file(py, &path, num_threads, progress, |ids| {
+            bytes.clear();
+            for &id in ids {
+                if narrow {
+                    bytes.extend_from_slice(&(id as u16).to_le_bytes());
+                } else {
+                    bytes.extend_from_slice(&id.to_le_bytes());
+                }
+            }
+            written += ids.len() as u64;
+            writer.write_all(&bytes)
+        })?;
+        writer
+            .flush()
+            .map_err(|e| PyOSError::new_err(format!("cannot write {}: {e}", out.display())))?;
+        Ok(written)
+    }
+
+    /// The bytes of `ids`; ValueError names an id outside the vocabulary.
+    fn decode_bytes<'py>(&self, py: Python<'py>, ids: Vec<i64>) -> PyResult<Bound<'py, PyBytes>> {
+        let ids = checked_ids(&ids, self.encoder.vocab_size())?;
+        let bytes = py
+            .detach(|| self.encoder.decode_bytes(&ids))
+            .map_err(value_error)?;
+        Ok(PyBytes::new(py, &bytes))
+    }
+
+    /// The text of `ids`, invalid UTF-8 replaced by U+FFFD.
+    fn decode(&self, py: Python<'_>, ids: Vec<i64>) -> PyResult<String> {
+        let ids = checked_ids(&ids, self.encoder.vocab_size())?;
+        py.detach(|| {
+            self.encoder
+                .decode_bytes(&ids)
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+        })
+        .map_err(value_error)
+    }
+
+    /// The bytes of one id (a special token's are its string's).
+    fn id_to_bytes<'py>(&self, py: Python<'py>, id: i64) -> PyResult<Bound<'py, PyBytes>> {
+        let id = checked_ids(&[id], self.encoder.vocab_size())?[0];
+        let bytes = self.encoder.id_to_bytes(id).map_err(value_error)?;
+        Ok(PyBytes::new(py, bytes))
+    }
+}
+
+impl BpeCore {
+    fn to_numpy(&self, py: Python<'_>, ids: Vec<u32>) -> Py<PyAny> {
+        if self.encoder.vocab_size() <= 1 << 16 {
+            let narrow: Vec<u16> = ids.iter().map(|&i| i as u16).collect();
+            narrow.into_pyarray(py).into_any().unbind()
+        } else {
+            ids.into_pyarray(py).into_any().unbind()
+        }
+    }
+}
+
+/// Incremental UTF-8 decoding of token bytes: text is released once its characters are
+/// complete.
+#[pyclass(module = "smallgpt._bpe", name = "Utf8Stream")]
+#[derive(Default)]
+struct PyUtf8Stream {
+    inner: Utf8Stream,
+}
+
+#[pymethods]
+impl PyUtf8Stream {
+    #[new]
+    fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds bytes; returns the text they complete (possibly "").
+    fn push(&mut self, data: &[u8]) -> String {
+        self.inner.push(data)
+    }
+
+    /// Ends the stream: an unfinished character becomes U+FFFD.
+    fn finish(&mut self) -> String {
+        self.inner.finish()
+    }
+
+    /// Bytes held back because their character is not complete.
+    #[getter]
+    fn pending<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, self.inner.pending())
+    }
+}
+
+fn train_error(error: TrainError) -> PyErr {
+    match &error {
+        TrainError::Io { path, source } if source.kind() == std::io::ErrorKind::NotFound => {
+            PyFileNotFoundError::new_err(format!("no such file: {}", path.display()))
+        }
+        TrainError::Io { .. } => PyOSError::new_err(error.to_string()),
+        _ => value_error(error),
+    }
+}
+
+/// Pre-token counts, fed texts and files (in parallel, GIL released), then trained into a
+/// `BpeCore`. Its thread pool is built once, for `num_threads` threads (None: all cores).
+#[pyclass(module = "smallgpt._bpe", name = "PieceCounter")]
+struct PieceCounter {
+    counts: PieceCounts,
+    pool: Option<rayon::ThreadPool>,
+}
+
+/// Runs `f` on `pool`, or on the global pool when None.
+fn in_pool<R: Send>(pool: &Option<rayon::ThreadPool>, f: impl FnOnce() -> R + Send) -> R {
+    match pool {
+        Some(pool) => pool.install(f),
+        None => f(),
+    }
+}
+
+#[pymethods]
+impl PieceCounter {
+    #[new]
+    #[pyo3(signature = (pattern, num_threads=None))]
+    fn new(pattern: &str, num_threads: Option<usize>) -> PyResult<Self> {
+        let pool = thread_pool(num_threads)?;
+        Ok(PieceCounter {
+            counts: PieceCounts::new(parse_pattern(pattern)?),
+            pool,
+        })
+    }
+
+    /// Counts the pieces of each text (each pre-tokenized on its own).
+    fn add_texts(&mut self, py: Python<'_>, texts: Vec<PyBackedStr>) {
+        let (counts, pool) = (&mut self.counts, &self.pool);
+        py.detach(|| in_pool(pool, || counts.add_texts(&texts)));
+    }
+
+    /// Counts the pieces of a UTF-8 file, streamed in chunks.
+    fn add_file(&mut self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
+        let (counts, pool) = (&mut self.counts, &self.pool);
+        py.detach(|| in_pool(pool, || counts.add_file(&path)))
+            .map_err(train_error)
+    }
+
+    /// Number of text bytes counted so far.
+    #[getter]
+    fn total_bytes(&self) -> u64 {
+        self.counts.total_bytes()
+    }
+
+    /// Learns the merges (HF BpeTrainer's) into a vocabulary of at most `vocab_size` ids,
+    /// special tokens included. The counts are used up: the counter is empty afterwards.
+    fn train(
+        &mut self,
+        py: Python<'_>,
+        vocab_size: usize,
+        special_tokens: Vec<String>,
+        min_frequency: u64,
+    ) -> PyResult<BpeCore> {
+        let empty = PieceCounts::new(self.counts.pattern());
+        let counts = std::mem::replace(&mut self.counts, empty);
+        py.detach(|| {
+            in_pool(&self.pool, || {
+                train(counts, vocab_size, min_frequency, &special_tokens)
+            })
+            .map(BpeCore::from_vocab)
+        })
+        .map_err(train_error)
+    }
+}
+
+fn parse_pattern(name: &str) -> PyResult<Pattern> {
+    Pattern::from_name(name).map_err(value_error)
+}
+
+/// Splits `text` into pre-token pieces with the named pattern ("gpt2", "cl100k" or "none").
+#[pyfunction]
+fn pretokenize(py: Python<'_>, text: &str, pattern: &str) -> PyResult<Vec<String>> {
+    let pattern = parse_pattern(pattern)?;
+    Ok(py.detach(|| {
+        pieces(pattern, text)
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
+    }))
+}
+
+/// The last safe cut of `text` for the named pattern, as a character index (0 if none).
+#[pyfunction]
+fn safe_cut(text: &str, pattern: &str) -> PyResult<usize> {
+    let cut = last_safe_cut(parse_pattern(pattern)?, text);
+    Ok(text[..cut].chars().count())
+}
+
+#[pymodule]
+#[pyo3(name = "_bpe")]
+fn bpe_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_class::<BpeCore>()?;
+    m.add_class::<PyUtf8Stream>()?;
+    m.add_class::<PieceCounter>()?;
+    m.add_function(wrap_pyfunction!(pretokenize, m)?)?;
+    m.add_function(wrap_pyfunction!(safe_cut, m)?)?;
+    Ok(())
+}
