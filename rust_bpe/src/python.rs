@@ -23,13 +23,20 @@ fn value_error(message: impl std::fmt::Display) -> PyErr {
     PyValueError::new_err(message.to_string())
 }
 
-const ZERO_THREADS: &str = "num_threads must be at least 1 (or None for all cores)";
+/// `num_threads` as given, or a ValueError for 0 (None means all cores).
+fn checked_threads(num_threads: Option<usize>) -> PyResult<Option<usize>> {
+    match num_threads {
+        Some(0) => Err(value_error(
+            "num_threads must be at least 1 (or None for all cores)",
+        )),
+        n => Ok(n),
+    }
+}
 
 /// A rayon pool of `num_threads` threads, or None (use the global pool, all cores).
 fn thread_pool(num_threads: Option<usize>) -> PyResult<Option<rayon::ThreadPool>> {
-    match num_threads {
+    match checked_threads(num_threads)? {
         None => Ok(None),
-        Some(0) => Err(value_error(ZERO_THREADS)),
         Some(n) => rayon::ThreadPoolBuilder::new()
             .num_threads(n)
             .build()
@@ -245,11 +252,7 @@ impl BpeCore {
         allowed: Vec<u32>,
         num_threads: Option<usize>,
     ) -> PyResult<Bound<'py, PyList>> {
-        let threads = match num_threads {
-            Some(0) => return Err(value_error(ZERO_THREADS)),
-            Some(n) => n,
-            None => rayon::current_num_threads(),
-        };
+        let threads = checked_threads(num_threads)?.unwrap_or_else(rayon::current_num_threads);
         let mut lists: Vec<Option<Py<PyList>>> = (0..texts.len()).map(|_| None).collect();
         let mut failure: Option<PyErr> = None;
         py.detach(|| {
