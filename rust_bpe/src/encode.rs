@@ -14,7 +14,7 @@ use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 
 use crate::pretokenize::{for_each_span, last_safe_cut, Pattern};
-use crate::vocab::Vocab;
+use crate::vocab::{pair_key, PairKey, Vocab};
 
 /// Pieces up to this many bytes merge with a quadratic scan (fast for short pieces); longer ones
 /// with a heap over a linked list, O(n log n).
@@ -49,8 +49,8 @@ pub struct Encoder {
     /// The same for tokens of at most `PACKED_MAX` bytes, keyed by `pack(bytes)`: hashing and
     /// comparing one integer is much cheaper than a byte string, and most pieces are short.
     short_ids: FxHashMap<u128, u32>,
-    /// (left id << 32 | right id) -> id of the token their bytes concatenate to.
-    pairs: FxHashMap<u64, u32>,
+    /// `pair_key(left, right)` -> id of the token their bytes concatenate to.
+    pairs: FxHashMap<PairKey, u32>,
     /// Id of each single byte.
     byte_ids: [u32; 256],
     /// Bytes of every id (regular and special): `bytes[offsets[id]..offsets[id + 1]]`.
@@ -600,11 +600,6 @@ fn pack_at(text: &[u8], start: usize, end: usize) -> Option<u128> {
         }
         None => pack(&text[start..end]),
     }
-}
-
-#[inline(always)]
-fn pair_key(left: u32, right: u32) -> u64 {
-    ((left as u64) << 32) | right as u64
 }
 
 /// Cuts `text` into consecutive chunks of about `target` bytes at safe cuts, so that encoding

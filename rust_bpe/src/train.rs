@@ -43,7 +43,9 @@ use rustc_hash::FxHashMap;
 
 use crate::encode::pack;
 use crate::pretokenize::{for_each_piece, last_safe_cut, Pattern};
-use crate::vocab::{byte_level_char, validate_specials, MergeRecorder, Vocab};
+use crate::vocab::{
+    byte_level_char, pair_key, split_key, validate_specials, MergeRecorder, PairKey, Vocab,
+};
 
 /// Texts longer than this are split (at safe cuts) into segments counted in parallel.
 const SEGMENT_BYTES: usize = 1 << 20;
@@ -337,18 +339,6 @@ pub fn train(
         state.merge(left, right, result);
     }
     recorder.finish(specials).map_err(TrainError::Config)
-}
-
-/// A pair of internal symbol ids packed as `left << 32 | right`: ascending keys are HF's
-/// ascending `(left, right)` order.
-type PairKey = u64;
-
-fn pair_key(left: u32, right: u32) -> PairKey {
-    (u64::from(left) << 32) | u64::from(right)
-}
-
-fn split_key(key: PairKey) -> (u32, u32) {
-    ((key >> 32) as u32, key as u32)
 }
 
 /// How many words ahead of the one being merged `MergeState::merge` prefetches.

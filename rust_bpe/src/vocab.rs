@@ -17,6 +17,21 @@ pub const FILE_FORMAT: &str = "smallgpt-bpe";
 /// `version` field of the JSON files this code writes and reads.
 pub const FILE_VERSION: u64 = 1;
 
+/// A pair of ids packed as `left << 32 | right`, the key of the merge tables: ascending keys
+/// are ascending `(left, right)` order.
+pub(crate) type PairKey = u64;
+
+#[inline(always)]
+pub(crate) fn pair_key(left: u32, right: u32) -> PairKey {
+    (u64::from(left) << 32) | u64::from(right)
+}
+
+/// The `(left, right)` ids of a `pair_key`.
+#[inline(always)]
+pub(crate) fn split_key(key: PairKey) -> (u32, u32) {
+    ((key >> 32) as u32, key as u32)
+}
+
 /// A byte-level BPE vocabulary; a token's id is its tiktoken rank.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Vocab {
