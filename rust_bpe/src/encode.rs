@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 
-use crate::pretokenize::{for_each_span, last_safe_cut, Pattern};
+use crate::pretokenize::{for_each_span, split_at_safe_cuts, Pattern};
 use crate::vocab::{pair_key, PairKey, Vocab};
 
 /// Pieces up to this many bytes merge with a quadratic scan (fast for short pieces); longer ones
@@ -410,7 +410,8 @@ impl Encoder {
         }
         // A few chunks per thread balance the load; larger chunks keep the piece caches warm.
         let target = PARALLEL_CHUNK.max(text.len() / (4 * threads));
-        let chunks = split_for_parallel(self.pattern, text, target);
+        let mut chunks = Vec::new();
+        split_at_safe_cuts(self.pattern, text, target, &mut chunks);
         if chunks.len() == 1 {
             return self.encode_ordinary(text);
         }
@@ -602,41 +603,6 @@ fn pack_at(text: &[u8], start: usize, end: usize) -> Option<u128> {
     }
 }
 
-/// Cuts `text` into consecutive chunks of about `target` bytes at safe cuts, so that encoding
-/// the chunks separately gives the ids of the whole text. A chunk grows past `target` until a
-/// safe cut appears (or the text ends).
-pub fn split_for_parallel(pattern: Pattern, text: &str, target: usize) -> Vec<&str> {
-    let mut chunks = Vec::new();
-    let mut rest = text;
-    while rest.len() > target {
-        let mut window = target;
-        let cut = loop {
-            let end = floor_char_boundary(rest, window);
-            let cut = last_safe_cut(pattern, &rest[..end]);
-            if cut > 0 || end == rest.len() {
-                break cut;
-            }
-            window = window.saturating_mul(2);
-        };
-        if cut == 0 {
-            break;
-        }
-        chunks.push(&rest[..cut]);
-        rest = &rest[cut..];
-    }
-    chunks.push(rest);
-    chunks
-}
-
-/// The largest char boundary of `s` at or below `i` (`i` is clamped to `s.len()`).
-fn floor_char_boundary(s: &str, i: usize) -> usize {
-    let mut i = i.min(s.len());
-    while !s.is_char_boundary(i) {
-        i -= 1;
-    }
-    i
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -698,7 +664,8 @@ mod tests {
         let text = SHAKESPEARE.repeat(3);
         let parallel = pool.install(|| encoder.encode_ordinary_parallel(&text));
         assert_eq!(parallel, encoder.encode_ordinary(&text));
-        let chunks = split_for_parallel(Pattern::Gpt2, &text, 10_000);
+        let mut chunks = Vec::new();
+        split_at_safe_cuts(Pattern::Gpt2, &text, 10_000, &mut chunks);
         assert!(chunks.len() > 100);
         assert_eq!(chunks.concat(), text);
     }

@@ -5,8 +5,8 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
 
-use crate::encode::{split_for_parallel, Encoder, PARALLEL_CHUNK};
-use crate::pretokenize::last_safe_cut;
+use crate::encode::{Encoder, PARALLEL_CHUNK};
+use crate::pretokenize::{last_safe_cut, split_at_safe_cuts};
 
 /// Text read per batch: enough chunks to keep every thread busy, at most 32 MB.
 fn batch_bytes() -> usize {
@@ -79,7 +79,8 @@ pub fn encode_file(
             want = buf.len() * 2;
             continue;
         }
-        let chunks = split_for_parallel(encoder.pattern(), &text[..end], PARALLEL_CHUNK);
+        let mut chunks = Vec::new();
+        split_at_safe_cuts(encoder.pattern(), &text[..end], PARALLEL_CHUNK, &mut chunks);
         let ids = encoder.encode_batch(&chunks, &[]);
         let mut bytes_done = done;
         for (chunk, chunk_ids) in chunks.iter().zip(&ids) {

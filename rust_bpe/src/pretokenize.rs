@@ -371,6 +371,46 @@ pub fn last_safe_cut(pattern: Pattern, text: &str) -> usize {
     0
 }
 
+/// Appends `text` to `out` as consecutive chunks of about `target` bytes, cut only at safe cuts,
+/// so that the pieces (and ids) of the chunks taken separately are those of the whole text. A
+/// chunk grows past `target` until a safe cut appears (or the text ends); the last chunk is
+/// the rest of the text, "" when `text` is empty.
+pub fn split_at_safe_cuts<'a>(
+    pattern: Pattern,
+    text: &'a str,
+    target: usize,
+    out: &mut Vec<&'a str>,
+) {
+    let mut rest = text;
+    while rest.len() > target {
+        let mut window = target;
+        let cut = loop {
+            let end = floor_char_boundary(rest, window);
+            let cut = last_safe_cut(pattern, &rest[..end]);
+            if cut > 0 || end == rest.len() {
+                break cut;
+            }
+            // No safe cut in this window (a long run of spaces, or the `none` pattern).
+            window = window.saturating_mul(2);
+        };
+        if cut == 0 {
+            break;
+        }
+        out.push(&rest[..cut]);
+        rest = &rest[cut..];
+    }
+    out.push(rest);
+}
+
+/// The largest char boundary of `s` at or below `i` (`i` is clamped to `s.len()`).
+fn floor_char_boundary(s: &str, i: usize) -> usize {
+    let mut i = i.min(s.len());
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

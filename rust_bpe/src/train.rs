@@ -42,7 +42,7 @@ use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 
 use crate::encode::pack;
-use crate::pretokenize::{for_each_piece, last_safe_cut, Pattern};
+use crate::pretokenize::{for_each_piece, last_safe_cut, split_at_safe_cuts, Pattern};
 use crate::vocab::{
     byte_level_char, pair_key, split_key, validate_specials, MergeRecorder, PairKey, Vocab,
 };
@@ -176,7 +176,7 @@ impl PieceCounts {
     pub fn add_texts<S: AsRef<str> + Sync>(&mut self, texts: &[S]) {
         let mut segments = Vec::new();
         for text in texts {
-            split_segments(self.pattern, text.as_ref(), SEGMENT_BYTES, &mut segments);
+            split_at_safe_cuts(self.pattern, text.as_ref(), SEGMENT_BYTES, &mut segments);
         }
         self.add_segments(&segments);
     }
@@ -224,7 +224,7 @@ impl PieceCounts {
             };
             if cut > 0 {
                 let mut segments = Vec::new();
-                split_segments(self.pattern, &text[..cut], SEGMENT_BYTES, &mut segments);
+                split_at_safe_cuts(self.pattern, &text[..cut], SEGMENT_BYTES, &mut segments);
                 self.add_segments(&segments);
                 buf.drain(..cut);
                 buf_offset += cut as u64;
@@ -263,45 +263,6 @@ fn utf8_prefix(bytes: &[u8], at_end: bool) -> Result<&str, usize> {
         }
         Err(e) => Err(e.valid_up_to()),
     }
-}
-
-/// Appends `text` to `out` as segments of about `segment_bytes`, cut only where pre-tokenizing
-/// the segments separately gives the pieces of the whole text.
-fn split_segments<'a>(
-    pattern: Pattern,
-    text: &'a str,
-    segment_bytes: usize,
-    out: &mut Vec<&'a str>,
-) {
-    let mut rest = text;
-    while rest.len() > segment_bytes {
-        let mut window = segment_bytes;
-        let cut = loop {
-            if window >= rest.len() {
-                break rest.len();
-            }
-            let end = floor_char_boundary(rest, window);
-            let cut = last_safe_cut(pattern, &rest[..end]);
-            if cut > 0 {
-                break cut;
-            }
-            // No safe cut in this window (a long run of spaces, or the `none` pattern).
-            window *= 2;
-        };
-        out.push(&rest[..cut]);
-        rest = &rest[cut..];
-    }
-    if !rest.is_empty() {
-        out.push(rest);
-    }
-}
-
-/// Largest char boundary of `s` at or below `i`.
-fn floor_char_boundary(s: &str, mut i: usize) -> usize {
-    while !s.is_char_boundary(i) {
-        i -= 1;
-    }
-    i
 }
 
 /// Learns merges from counted pieces until the vocabulary (bytes + learned tokens + specials)
@@ -722,7 +683,7 @@ mod tests {
             pool.install(|| {
                 let mut counts = PieceCounts::new(Pattern::Gpt2);
                 let mut segments = Vec::new();
-                split_segments(Pattern::Gpt2, text, 10_000, &mut segments);
+                split_at_safe_cuts(Pattern::Gpt2, text, 10_000, &mut segments);
                 counts.add_segments(&segments);
                 let tally = counts.counts.clone();
                 let vocab = train(counts, 600, 2, &specials()).expect("training succeeds");
@@ -744,7 +705,7 @@ mod tests {
         for pattern in [Pattern::Gpt2, Pattern::Cl100k, Pattern::Whole] {
             for text in [text.as_str(), spaces.as_str()] {
                 let mut segments = Vec::new();
-                split_segments(pattern, text, 1_000, &mut segments);
+                split_at_safe_cuts(pattern, text, 1_000, &mut segments);
                 assert_eq!(segments.concat(), text);
                 let split: Vec<&str> = segments.iter().flat_map(|s| pieces(pattern, s)).collect();
                 assert_eq!(split, pieces(pattern, text));
