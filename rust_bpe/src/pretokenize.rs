@@ -163,11 +163,14 @@ fn newlines_end(b: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// Length of the contraction (`'s|'t|'re|'ve|'m|'ll|'d`) at byte `i`, which holds an apostrophe.
-/// With `fold`, letters match case-insensitively as `regex`'s `(?i)` does: simple case folding,
-/// under which 's' also matches U+017F LATIN SMALL LETTER LONG S.
+/// End of the contraction (`'s|'t|'re|'ve|'m|'ll|'d`) starting at byte `i`, if one does. With
+/// `fold`, letters match case-insensitively as `regex`'s `(?i)` does: simple case folding, under
+/// which 's' also matches U+017F LATIN SMALL LETTER LONG S.
 #[inline(always)]
-fn contraction_len(b: &[u8], i: usize, fold: bool) -> Option<usize> {
+fn contraction_end(b: &[u8], i: usize, fold: bool) -> Option<usize> {
+    if b[i] != b'\'' {
+        return None;
+    }
     let rest = &b[i + 1..];
     let first = *rest.first()?;
     let lower = |x: u8| if fold { x.to_ascii_lowercase() } else { x };
@@ -178,6 +181,7 @@ fn contraction_len(b: &[u8], i: usize, fold: bool) -> Option<usize> {
         0xC5 if fold && rest.get(1) == Some(&0xBF) => Some(3),
         _ => None,
     }
+    .map(|len| i + len)
 }
 
 /// For a whitespace run starting at byte `start`: its end, the start of its last character,
@@ -227,10 +231,8 @@ fn trailing_space_end(run: &SpaceRun, text_len: usize) -> usize {
 /// End of the GPT-2 piece starting at byte `s` (< text length).
 #[inline(always)]
 fn gpt2_piece_end(b: &[u8], s: usize) -> usize {
-    if b[s] == b'\'' {
-        if let Some(len) = contraction_len(b, s, false) {
-            return s + len;
-        }
+    if let Some(end) = contraction_end(b, s, false) {
+        return end;
     }
     let (class, len) = char_at(b, s);
     match class {
@@ -252,10 +254,8 @@ fn gpt2_piece_end(b: &[u8], s: usize) -> usize {
 /// End of the cl100k piece starting at byte `s` (< text length).
 #[inline(always)]
 fn cl100k_piece_end(b: &[u8], s: usize) -> usize {
-    if b[s] == b'\'' {
-        if let Some(len) = contraction_len(b, s, true) {
-            return s + len;
-        }
+    if let Some(end) = contraction_end(b, s, true) {
+        return end;
     }
     let (class, len) = char_at(b, s);
     match class {
