@@ -182,6 +182,18 @@ def _empty_bthd(q: Tensor) -> Tensor:
     return q.new_empty(batch, seq_len, heads, head_dim).transpose(1, 2)
 
 
+def _one_layout(*tensors: Tensor) -> tuple[Tensor, ...]:
+    """The tensors unchanged when they share strides with a unit last one (the kernels address each
+    group of tensors with one stride set), else each one not yet in (B, T, H, D) order copied into it.
+    """
+    first = tensors[0]
+    if first.stride(-1) == 1 and all(t.stride() == first.stride() for t in tensors):
+        return tensors
+    _, heads, seq_len, head_dim = first.shape
+    bthd = (seq_len * heads * head_dim, head_dim, heads * head_dim, 1)
+    return tuple(t if t.stride() == bthd else _empty_bthd(t).copy_(t) for t in tensors)
+
+
 @torch.library.custom_op("smallgpt::flash_attention", mutates_args=())
 def _flash_attention_op(
     q: Tensor,
@@ -192,6 +204,7 @@ def _flash_attention_op(
     softmax_scale: float,
     dropout_p: float,
 ) -> tuple[Tensor, Tensor]:
+    q, k, v = _one_layout(q, k, v)
     out = _empty_bthd(q)
     lse = q.new_empty(q.shape[:3], dtype=torch.float32)
     _triton().forward(q, k, v, out, lse, seed, causal, softmax_scale, dropout_p)
@@ -217,6 +230,8 @@ def _flash_attention_backward_op(
     dropout_p: float,
 ) -> tuple[Tensor, Tensor, Tensor]:
     dq, dk, dv = _empty_bthd(q), _empty_bthd(q), _empty_bthd(q)
+    q, k, v = _one_layout(q, k, v)
+    _, grad_out, out = _one_layout(dq, grad_out, out)
     _triton().backward(
         grad_out, q, k, v, out, lse, seed, causal, softmax_scale, dropout_p, dq, dk, dv
     )
