@@ -2,11 +2,12 @@
 //! and each batch is encoded in parallel chunks on the current rayon pool.
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::path::Path;
 
 use crate::encode::{Encoder, PARALLEL_CHUNK};
-use crate::pretokenize::{last_safe_cut, split_at_safe_cuts};
+use crate::pretokenize::split_at_safe_cuts;
+use crate::stream::{for_each_batch, StreamError};
 
 /// Text read per batch: enough chunks to keep every thread busy, at most 32 MB.
 fn batch_bytes() -> usize {
@@ -39,48 +40,11 @@ pub fn encode_file(
     path: &Path,
     mut sink: impl FnMut(&[u32], u64) -> bool,
 ) -> Result<(), FileError> {
-    let mut file = File::open(path)?;
-    let batch = batch_bytes();
-    let mut buf: Vec<u8> = Vec::with_capacity(batch);
-    let mut done: u64 = 0;
-    let mut want = batch;
-    let mut eof = false;
-    loop {
-        while buf.len() < want && !eof {
-            let filled = buf.len();
-            buf.resize(want, 0);
-            let n = read_some(&mut file, &mut buf[filled..])?;
-            buf.truncate(filled + n);
-            eof = n == 0;
-        }
-        let text = match std::str::from_utf8(&buf) {
-            Ok(text) => text,
-            Err(e) if e.error_len().is_none() && !eof => {
-                // A character split at the end of what was read: its rest comes next time.
-                std::str::from_utf8(&buf[..e.valid_up_to()]).map_err(|_| {
-                    FileError::InvalidUtf8 {
-                        offset: done + e.valid_up_to() as u64,
-                    }
-                })?
-            }
-            Err(e) => {
-                return Err(FileError::InvalidUtf8 {
-                    offset: done + e.valid_up_to() as u64,
-                })
-            }
-        };
-        let end = if eof {
-            text.len()
-        } else {
-            last_safe_cut(encoder.pattern(), text)
-        };
-        if end == 0 && !eof {
-            // No safe cut yet (e.g. a huge run without spaces): read more.
-            want = buf.len() * 2;
-            continue;
-        }
+    let file = File::open(path)?;
+    let pattern = encoder.pattern();
+    for_each_batch(file, pattern, batch_bytes(), |text, done| {
         let mut chunks = Vec::new();
-        split_at_safe_cuts(encoder.pattern(), &text[..end], PARALLEL_CHUNK, &mut chunks);
+        split_at_safe_cuts(pattern, text, PARALLEL_CHUNK, &mut chunks);
         let ids = encoder.encode_batch(&chunks, &[]);
         let mut bytes_done = done;
         for (chunk, chunk_ids) in chunks.iter().zip(&ids) {
@@ -89,23 +53,13 @@ pub fn encode_file(
                 return Err(FileError::Stopped);
             }
         }
-        buf.drain(..end);
-        done += end as u64;
-        want = batch;
-        if eof && buf.is_empty() {
-            return Ok(());
-        }
-    }
-}
-
-/// Reads into `buf`, retrying on interruption; 0 means end of file.
-fn read_some(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
-    loop {
-        match file.read(buf) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            other => return other,
-        }
-    }
+        Ok(())
+    })
+    .map_err(|e| match e {
+        StreamError::Io(e) => FileError::Io(e),
+        StreamError::InvalidUtf8 { offset } => FileError::InvalidUtf8 { offset },
+        StreamError::Handler(e) => e,
+    })
 }
 
 #[cfg(test)]

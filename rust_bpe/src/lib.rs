@@ -5,6 +5,7 @@
 //!   `char_classes` is its generated Unicode table.
 //! - `train`: counting pieces and learning merges as Hugging Face's `BpeTrainer` does.
 //! - `vocab`: the learned vocabulary and its file formats.
+//! - `stream`: reading UTF-8 text in batches cut at safe cuts (files for counting and encoding).
 //! - `encode`: text to ids as tiktoken encodes, ids to bytes; `encode_file` streams a file.
 //! - `decode`: incremental UTF-8 decoding of token bytes.
 //! - `python` (feature `python`): the `smallgpt._bpe` extension module.
@@ -14,6 +15,7 @@ pub mod decode;
 pub mod encode;
 pub mod encode_file;
 pub mod pretokenize;
+mod stream;
 pub mod train;
 pub mod vocab;
 

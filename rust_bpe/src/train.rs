@@ -32,6 +32,7 @@
 //! may contain it, so a merge only visits those words.
 
 use std::collections::BinaryHeap;
+use std::convert::Infallible;
 use std::fmt;
 use std::fs::File;
 use std::hash::Hash;
@@ -42,7 +43,8 @@ use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 
 use crate::encode::pack;
-use crate::pretokenize::{for_each_piece, last_safe_cut, split_at_safe_cuts, Pattern};
+use crate::pretokenize::{for_each_piece, split_at_safe_cuts, Pattern};
+use crate::stream::{for_each_batch, StreamError};
 use crate::vocab::{
     byte_level_char, pair_key, split_key, validate_specials, MergeRecorder, PairKey, Vocab,
 };
@@ -191,48 +193,32 @@ impl PieceCounts {
         self.add_stream(file, path, FILE_CHUNK_BYTES)
     }
 
-    /// Counts the pieces of the UTF-8 text read from `reader`, `chunk_bytes` at a time (`path`
-    /// names it in errors).
+    /// Counts the pieces of the UTF-8 text read from `reader` in batches of about `chunk_bytes`
+    /// (`path` names it in errors).
     fn add_stream(
         &mut self,
-        mut reader: impl Read,
+        reader: impl Read,
         path: &Path,
         chunk_bytes: usize,
     ) -> Result<(), TrainError> {
-        let io_error = |source| TrainError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let mut buf: Vec<u8> = Vec::with_capacity(chunk_bytes);
-        // Offset in the stream of buf[0].
-        let mut buf_offset = 0u64;
-        loop {
-            let read = (&mut reader)
-                .take(chunk_bytes as u64)
-                .read_to_end(&mut buf)
-                .map_err(io_error)?;
-            let at_end = read == 0;
-            let text = utf8_prefix(&buf, at_end).map_err(|offset| TrainError::NotUtf8 {
+        let pattern = self.pattern;
+        for_each_batch(reader, pattern, chunk_bytes, |text, _| {
+            let mut segments = Vec::new();
+            split_at_safe_cuts(pattern, text, SEGMENT_BYTES, &mut segments);
+            self.add_segments(&segments);
+            Ok::<(), Infallible>(())
+        })
+        .map_err(|e| match e {
+            StreamError::Io(source) => TrainError::Io {
                 path: path.to_path_buf(),
-                offset: buf_offset + offset as u64,
-            })?;
-            // The text up to the last safe cut is counted now, the rest waits for more text.
-            let cut = if at_end {
-                text.len()
-            } else {
-                last_safe_cut(self.pattern, text)
-            };
-            if cut > 0 {
-                let mut segments = Vec::new();
-                split_at_safe_cuts(self.pattern, &text[..cut], SEGMENT_BYTES, &mut segments);
-                self.add_segments(&segments);
-                buf.drain(..cut);
-                buf_offset += cut as u64;
-            }
-            if at_end {
-                return Ok(());
-            }
-        }
+                source,
+            },
+            StreamError::InvalidUtf8 { offset } => TrainError::NotUtf8 {
+                path: path.to_path_buf(),
+                offset,
+            },
+            StreamError::Handler(never) => match never {},
+        })
     }
 
     /// Counts segments (each cut at safe places) in parallel into the totals.
@@ -249,19 +235,6 @@ impl PieceCounts {
             self.counts.absorb(tally);
         }
         self.total_bytes += segments.iter().map(|s| s.len() as u64).sum::<u64>();
-    }
-}
-
-/// The longest prefix of `bytes` that is UTF-8 text; an incomplete character at the end is left
-/// out (it is completed by the next read) unless `at_end`. Err: offset of the first bad byte.
-fn utf8_prefix(bytes: &[u8], at_end: bool) -> Result<&str, usize> {
-    match std::str::from_utf8(bytes) {
-        Ok(text) => Ok(text),
-        // `valid_up_to` ends a UTF-8 prefix, so this conversion cannot fail.
-        Err(e) if e.error_len().is_none() && !at_end => {
-            Ok(std::str::from_utf8(&bytes[..e.valid_up_to()]).unwrap_or_default())
-        }
-        Err(e) => Err(e.valid_up_to()),
     }
 }
 
