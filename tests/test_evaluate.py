@@ -256,13 +256,14 @@ def test_corpus_bleu_equals_bleu_from_its_definition():
         ("the cat sat on the mat", "dogs bark loudly at night"),  # nothing in common
     ],
 )
-def test_sentence_bleu_is_smoothed_bleu_on_the_0_to_100_scale(reference, candidate):
+def test_sentence_bleu_is_smoothed_bleu_on_the_guides_0_to_1_scale(reference, candidate):
     score = compute_bleu_score(reference, candidate)
-    assert 0.0 <= score <= 100.0
+    assert 0.0 <= score <= 1.0
+    # reference_bleu is on sacrebleu's 0-100 scale, as corpus_bleu
     assert score == pytest.approx(
-        reference_bleu([reference], [candidate], effective_order=True), rel=1e-9
+        reference_bleu([reference], [candidate], effective_order=True) / 100, rel=1e-9
     )
-    assert compute_bleu_score(reference, reference) == pytest.approx(100.0)
+    assert compute_bleu_score(reference, reference) == pytest.approx(1.0)
 
 
 def test_bleu_rejects_mismatched_or_non_text_input():

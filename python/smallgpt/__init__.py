@@ -26,7 +26,7 @@ _EXPORTS: dict[str, str] = {
     "generate_text": "smallgpt.generate",
     "top_k_sampling": "smallgpt.generate",
     "top_p_sampling": "smallgpt.generate",
-    "get_cosine_schedule_with_warmup": "smallgpt.schedule",
+    "get_cosine_schedule_with_warmup": "smallgpt.guide",  # the guide's formula (to 0)
     "save_checkpoint": "smallgpt.checkpoint",
     "load_model": "smallgpt.checkpoint",
     "load_tokenizer": "smallgpt.checkpoint",

@@ -520,10 +520,11 @@ def save_checkpoint(
 ) -> Path:
     """The user's guide's `save_checkpoint`, writing the checkpoint directory format above.
 
-    `path` defaults to `checkpoints/step_<step>`; `step` and `loss` go into state.json along with
-    the RNG states, so `load_checkpoint` restores them. Returns the directory written.
+    `path` defaults to the guide's `models/checkpoint_step_<step>` (a directory, where the guide
+    pickles one `.pt` file); `step` and `loss` go into state.json along with the RNG states, so
+    `load_checkpoint` restores them. Returns the directory written.
     """
-    target = Path(path) if path is not None else Path("checkpoints") / f"step_{step:08d}"
+    target = Path(path) if path is not None else Path("models") / f"checkpoint_step_{step}"
     state = {"step": step, "loss": loss, "rng": capture_rng_state()}
     return write_checkpoint(
         target, model, optimizer, scheduler, scaler, state=state, config=config, tokenizer=tokenizer

@@ -14,11 +14,12 @@ past the first window each token sees at least `seq_len - stride` tokens of cont
 nats per scored token, perplexity is exp(loss), bits per byte is the summed loss in bits divided
 by the UTF-8 bytes of the scored tokens (comparable across tokenizers).
 
-BLEU is sacrebleu's, on its 0-100 scale, with its default "13a" tokenization and "exp" smoothing
-(NIST smoothing, Chen & Cherry 2014 method 3: the k-th n-gram order without any match counts
-as precision 1 / (2^k * n-grams of that order) instead of 0). `compute_bleu_score` is sentence
-BLEU (with effective order: orders longer than the sentence are left out), `corpus_bleu`
-corpus BLEU over all sentences' n-gram counts.
+BLEU is sacrebleu's, with its default "13a" tokenization and "exp" smoothing (NIST smoothing,
+Chen & Cherry 2014 method 3: the k-th n-gram order without any match counts as precision
+1 / (2^k * n-grams of that order) instead of 0). `compute_bleu_score` is sentence BLEU (with
+effective order: orders longer than the sentence are left out) on the user's guide's 0-1
+scale; `corpus_bleu` and the `bleu` command are corpus BLEU over all sentences' n-gram counts
+on sacrebleu's 0-100 scale.
 """
 
 from __future__ import annotations
@@ -260,13 +261,15 @@ def _check_str(value: object, what: str) -> str:
 
 
 def compute_bleu_score(reference: str, candidate: str) -> float:
-    """Sentence BLEU of `candidate` against `reference`, from 0 to 100 (sacrebleu's scale; the
-    user's guide's name). Smoothed ("exp") and with effective order, so a short or partly
-    matching sentence gets a non-zero score. Raises TypeError for non-str arguments.
+    """Sentence BLEU of `candidate` against `reference`, from 0 to 1 (the user's guide's name and
+    the scale of its nltk `sentence_bleu`): sacrebleu's sentence score divided by 100.
+    Smoothed ("exp") and with effective order, so a short or partly matching sentence gets a
+    non-zero score where unsmoothed BLEU gives 0. Raises TypeError for non-str arguments.
     """
     _check_str(reference, "reference")
     _check_str(candidate, "candidate")
-    return float(_bleu(effective_order=True).sentence_score(candidate, [reference]).score)
+    score = _bleu(effective_order=True).sentence_score(candidate, [reference]).score
+    return float(score) / 100.0
 
 
 def _reference_streams(
