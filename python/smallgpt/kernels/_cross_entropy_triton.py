@@ -17,9 +17,9 @@ from smallgpt.kernels._support import interpreting
 
 if interpreting():
     # small blocks so that tests with a few thousand columns exercise the multi-block sweeps
-    _SINGLE_MAX, _LOOP_BLOCK = 512, 256
+    SINGLE_MAX, LOOP_BLOCK = 512, 256
 else:
-    _SINGLE_MAX, _LOOP_BLOCK = 4096, 4096
+    SINGLE_MAX, LOOP_BLOCK = 4096, 4096
 
 
 @triton.jit
@@ -128,12 +128,12 @@ def _scale_rows_kernel(
         )
 
 
-def _block_and_warps(n_cols: int) -> tuple[int, int, bool]:
+def block_and_warps(n_cols: int) -> tuple[int, int, bool]:
     """(BLOCK_V, num_warps, single block) for rows of n_cols columns."""
     block = triton.next_power_of_2(n_cols)
-    if block <= _SINGLE_MAX:
+    if block <= SINGLE_MAX:
         return block, max(1, min(8, block // 512)), True
-    return _LOOP_BLOCK, 8, False
+    return LOOP_BLOCK, 8, False
 
 
 def cross_entropy_rows(
@@ -152,7 +152,7 @@ def cross_entropy_rows(
     read at row * scale.stride(0) (stride 0 broadcasts one value). `grad` may be `logits` itself.
     """
     n_rows, n_cols_padded = logits.shape
-    block, warps, single = _block_and_warps(n_cols_padded)
+    block, warps, single = block_and_warps(n_cols_padded)
     grad_arg = grad if grad is not None else logits
     _cross_entropy_kernel[(n_rows,)](
         logits,
@@ -179,7 +179,7 @@ def scale_rows(grad: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """grad (N, V) * scale, with scale 0-d or (N,) (any stride), computed in fp32, in grad's dtype."""
     out = torch.empty_like(grad)
     n_rows, n_cols = grad.shape
-    block = min(triton.next_power_of_2(n_cols), _LOOP_BLOCK)
+    block = min(triton.next_power_of_2(n_cols), LOOP_BLOCK)
     _scale_rows_kernel[(n_rows,)](
         grad,
         grad.stride(0),
