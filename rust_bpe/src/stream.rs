@@ -33,12 +33,15 @@ pub(crate) fn for_each_batch<E>(
     let mut want = batch;
     let mut eof = false;
     loop {
-        while buf.len() < want && !eof {
-            let filled = buf.len();
-            buf.resize(want, 0);
-            let n = read_some(&mut reader, &mut buf[filled..]).map_err(StreamError::Io)?;
-            buf.truncate(filled + n);
-            eof = n == 0;
+        if buf.len() < want && !eof {
+            // `read_to_end` retries interrupted reads and does not zero the buffer first; it
+            // stops short of `missing` only at the end of the stream.
+            let missing = (want - buf.len()) as u64;
+            let read = (&mut reader)
+                .take(missing)
+                .read_to_end(&mut buf)
+                .map_err(StreamError::Io)?;
+            eof = (read as u64) < missing;
         }
         let text = utf8_prefix(&buf, eof).map_err(|at| StreamError::InvalidUtf8 {
             offset: done + at as u64,
@@ -73,15 +76,5 @@ fn utf8_prefix(bytes: &[u8], at_end: bool) -> Result<&str, usize> {
             Ok(std::str::from_utf8(&bytes[..e.valid_up_to()]).unwrap_or_default())
         }
         Err(e) => Err(e.valid_up_to()),
-    }
-}
-
-/// Reads into `buf`, retrying on interruption; 0 means end of stream.
-fn read_some(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    loop {
-        match reader.read(buf) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            other => return other,
-        }
     }
 }
