@@ -606,9 +606,8 @@ fn pack_at(text: &[u8], start: usize, end: usize) -> Option<u128> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_text::SHAKESPEARE;
     use crate::train::{train, PieceCounts};
-
-    const SHAKESPEARE: &str = include_str!("../../python/smallgpt/assets/tinyshakespeare.txt");
 
     fn trained(pattern: Pattern, vocab_size: usize, specials: &[&str]) -> Encoder {
         let mut counts = PieceCounts::new(pattern);

@@ -66,9 +66,8 @@ pub fn encode_file(
 mod tests {
     use super::*;
     use crate::pretokenize::Pattern;
+    use crate::test_text::SHAKESPEARE;
     use crate::train::{train, PieceCounts};
-
-    const SHAKESPEARE: &str = include_str!("../../python/smallgpt/assets/tinyshakespeare.txt");
 
     fn encode_path(encoder: &Encoder, path: &Path) -> Result<Vec<u32>, FileError> {
         let mut ids = Vec::new();

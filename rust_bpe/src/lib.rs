@@ -16,6 +16,8 @@ pub mod encode;
 pub mod encode_file;
 pub mod pretokenize;
 mod stream;
+#[cfg(test)]
+mod test_text;
 pub mod train;
 pub mod vocab;
 

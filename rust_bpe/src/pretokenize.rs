@@ -414,8 +414,8 @@ fn floor_char_boundary(s: &str, i: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_text::{random_text, SHAKESPEARE};
 
-    const SHAKESPEARE: &str = include_str!("../../python/smallgpt/assets/tinyshakespeare.txt");
     const MIXED: &str = "Grüße, Welt! Ça va? 今日は良い天気です。\nПривет, мир 123,456.78 ٣٤٥ Ⅻ\n\
         \t\tindented 'S 'll 'RE ſ émoji 😀👍🏽 🇫🇷\r\n\r\n  x  \u{a0}y\u{3000}z\u{85}w \n\nend's.\n";
     const FOLLOWERS: [&str; 10] = ["", " ", "\n", "a", "'s", "1", ".", "\n\n", "  x", "\u{301}"];
@@ -489,20 +489,13 @@ mod tests {
 
     #[test]
     fn safe_cuts_keep_the_pieces_of_pseudo_random_text() {
-        let alphabet: Vec<char> =
-            " \t\n\r\u{b}\u{c}\u{85}\u{a0}\u{3000}'sStTlLrReEdDſ.!-aZ09٣½é中😀\u{301}"
-                .chars()
-                .collect();
-        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
-        for _ in 0..300 {
-            let text: String = (0..40)
-                .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    alphabet[(state % alphabet.len() as u64) as usize]
-                })
-                .collect();
+        let alphabet = " \t\n\r\u{b}\u{c}\u{85}\u{a0}\u{3000}'sStTlLrReEdDſ.!-aZ09٣½é中😀\u{301}";
+        // 300 texts of 40 characters, consecutive draws of one generator.
+        let chars: Vec<char> = random_text(alphabet, 0x9E37_79B9_7F4A_7C15, 300 * 40)
+            .chars()
+            .collect();
+        for text in chars.chunks(40) {
+            let text: String = text.iter().collect();
             for pattern in [Pattern::Gpt2, Pattern::Cl100k] {
                 check_cuts(pattern, &text, 1);
             }

@@ -491,8 +491,7 @@ fn add_count(pairs: &mut FxHashMap<PairKey, PairStat>, key: PairKey, delta: i64,
 mod tests {
     use super::*;
     use crate::pretokenize::pieces;
-
-    const SHAKESPEARE: &str = include_str!("../../python/smallgpt/assets/tinyshakespeare.txt");
+    use crate::test_text::{random_text, SHAKESPEARE};
 
     fn specials() -> Vec<String> {
         vec!["<|endoftext|>".to_owned(), "<|pad|>".to_owned()]
@@ -583,23 +582,14 @@ mod tests {
 
     /// Pseudo-random text over an alphabet with ASCII, control, Latin-1 and multi-byte characters,
     /// so ties between printable and non-printable bytes occur.
-    fn random_text(seed: u64, len: usize) -> String {
-        let alphabet: Vec<char> = "aab ba  ab\n\u{0}\u{7f}\u{ad}é€😀x.,!'s".chars().collect();
-        let mut state = seed | 1;
-        (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                alphabet[(state % alphabet.len() as u64) as usize]
-            })
-            .collect()
+    fn random_mix(seed: u64, len: usize) -> String {
+        random_text("aab ba  ab\n\u{0}\u{7f}\u{ad}é€😀x.,!'s", seed, len)
     }
 
     #[test]
     fn merges_match_a_recounting_reference_on_pseudo_random_corpora() {
         for seed in 1..=12u64 {
-            let texts = [random_text(seed, 300), random_text(seed + 100, 200)];
+            let texts = [random_mix(seed, 300), random_mix(seed + 100, 200)];
             let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
             for pattern in [Pattern::Gpt2, Pattern::Cl100k, Pattern::Whole] {
                 for min_frequency in [0, 2, 3] {
@@ -673,7 +663,7 @@ mod tests {
 
     #[test]
     fn segments_pretokenize_like_the_whole_text() {
-        let text = format!("{}{}", &SHAKESPEARE[..30_000], random_text(7, 3_000));
+        let text = format!("{}{}", &SHAKESPEARE[..30_000], random_mix(7, 3_000));
         let spaces = " ".repeat(5_000);
         for pattern in [Pattern::Gpt2, Pattern::Cl100k, Pattern::Whole] {
             for text in [text.as_str(), spaces.as_str()] {
@@ -688,7 +678,7 @@ mod tests {
 
     #[test]
     fn streamed_counts_equal_whole_text_counts() {
-        let text = format!("{}{}", &SHAKESPEARE[..20_000], random_text(3, 5_000));
+        let text = format!("{}{}", &SHAKESPEARE[..20_000], random_mix(3, 5_000));
         for pattern in [Pattern::Gpt2, Pattern::Cl100k, Pattern::Whole] {
             let whole = counts_of(pattern, &[&text]);
             for chunk in [1, 7, 997, 100_000] {
