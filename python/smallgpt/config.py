@@ -97,7 +97,12 @@ class HealthSection:
     the smoothed training loss (EMA with `ema_beta`) improved by less than `min_delta` nats over
     `plateau_window` steps after warm-up. Overfitting: validation loss rising for
     `overfit_patience` validations in a row while the training loss falls, or validation loss
-    more than `max_val_gap` nats above the training loss.
+    more than `max_val_gap` nats above the training loss. Divergence, checked from the first step:
+    a loss above `divergence_loss_factor` times the smaller of ln(vocab size) (the loss of a
+    uniform prediction) and the run's first loss, or a grad norm above `divergence_grad_factor`
+    times the first one. `stop_on_divergence` then stops the run (as does
+    `train.early_stopping_patience` > 0) and saves nothing more, so the last checkpoint before
+    the divergence is the run's last.
     """
 
     enabled: bool = True
@@ -109,6 +114,9 @@ class HealthSection:
     min_delta: float = 0.01
     overfit_patience: int = 3
     max_val_gap: float = 1.0
+    divergence_loss_factor: float = 2.0
+    divergence_grad_factor: float = 100.0
+    stop_on_divergence: bool = False
 
 
 @dataclass
@@ -586,10 +594,8 @@ def validate_config(cfg: Config) -> None:
         need(getattr(h, key) >= 0, f"train.health.{key} must be >= 0 (got {getattr(h, key)})")
     for key in ("window", "plateau_window", "overfit_patience"):
         need(getattr(h, key) >= 1, f"train.health.{key} must be >= 1 (got {getattr(h, key)})")
-    need(
-        h.grad_spike_factor > 1,
-        f"train.health.grad_spike_factor must be > 1 (got {h.grad_spike_factor})",
-    )
+    for key in ("grad_spike_factor", "divergence_loss_factor", "divergence_grad_factor"):
+        need(getattr(h, key) > 1, f"train.health.{key} must be > 1 (got {getattr(h, key)})")
     need(0 <= h.ema_beta < 1, f"train.health.ema_beta must be in [0, 1) (got {h.ema_beta})")
 
     need(lg.interval >= 1, f"log.interval must be >= 1 (got {lg.interval})")

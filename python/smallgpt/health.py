@@ -1,8 +1,12 @@
 """Training health checks: the guide's common issues recognised while training.
 
-Three detectors read numbers the loop already has (loss and grad norm of every step, the
+Four detectors read numbers the loop already has (loss and grad norm of every step, the
 validation loss), so they cost no extra forward pass:
 
+- divergence, from the first step on: a loss far above the uniform-prediction loss
+  ln(vocab_size) or the run's first loss, or a grad norm orders of magnitude above the first
+  one (the plainest case of exploding gradients, which the windowed check below misses when the
+  run blows up before its window fills);
 - exploding gradients: a grad norm (before clipping) far above its running median, or a
   non-finite loss or gradient;
 - plateau: the smoothed training loss stops improving;
@@ -11,7 +15,9 @@ validation loss), so they cost no extra forward pass:
 `HealthMonitor` runs them as a trainer callback and reports each kind of problem once: a line
 above the progress bar (or a `TrainingHealthWarning` without one), an
 `{"event": "warning", "kind", "step", "message"}` record in metrics.jsonl, TensorBoard text, and
-the run summary. `EarlyStopping` stops a run whose validation loss no longer improves.
+the run summary. With `train.health.stop_on_divergence` (or `train.early_stopping_patience`),
+a divergence also stops the run, saving nothing more. `EarlyStopping` stops a run whose
+validation loss no longer improves.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ if TYPE_CHECKING:
     from smallgpt.config import Config, HealthSection
     from smallgpt.metrics import EvalResult
 
+DIVERGENCE = "divergence"
 EXPLODING_GRADIENTS = "exploding_gradients"
 PLATEAU = "plateau"
 OVERFITTING = "overfitting"
@@ -35,6 +42,61 @@ OVERFITTING = "overfitting"
 
 class TrainingHealthWarning(UserWarning):
     """A training run shows one of the common problems (the message says what to change)."""
+
+
+DIVERGENCE_ADVICE = (
+    "lower optim.lr (e.g. by 10x), lengthen warm-up (optim.warmup_steps), keep optim.grad_clip "
+    "at 1.0"
+)
+
+
+class DivergenceDetector:
+    """Flags, from the first step on, a loss above `loss_factor` x the smaller of ln(vocab_size)
+    (the loss of a uniform prediction) and the first step's loss, or a grad norm above
+    `grad_factor` x the first step's.
+
+    The references are the first finite step's values, so neither a warm-up nor a window of
+    already-huge norms hides a run that blows up at once. Non-finite steps are left to
+    `GradientSpikeDetector` (the trainer skips them).
+    """
+
+    def __init__(self, vocab_size: int, loss_factor: float, grad_factor: float) -> None:
+        if vocab_size < 2:
+            raise ValueError(f"vocab_size must be >= 2 (got {vocab_size})")
+        self.uniform_loss = math.log(vocab_size)
+        self.loss_factor = loss_factor
+        self.grad_factor = grad_factor
+        self.first_loss: float | None = None
+        self.first_norm: float | None = None
+
+    def update(self, step: int, loss: float, grad_norm: float) -> str | None:
+        """Feed one step (loss in nats per token, grad norm before clipping); return the warning
+        message if this step shows divergence."""
+        if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+            return None
+        # A zero reference (an all-padding batch, a zero gradient) would flag any later value.
+        if self.first_loss is None and loss > 0:
+            self.first_loss = loss
+        if self.first_norm is None and grad_norm > 0:
+            self.first_norm = grad_norm
+            return None
+        reference = self.uniform_loss
+        named = f"the uniform-prediction loss ln(vocab_size)={reference:.2f}"
+        if self.first_loss is not None and self.first_loss < reference:
+            reference, named = self.first_loss, f"the first step's loss {self.first_loss:.3g}"
+        if loss > self.loss_factor * reference:
+            return (
+                f"divergence: the training loss is {loss:.3g} nats per token at step {step}, "
+                f"{loss / reference:.3g}x {named} (train.health.divergence_loss_factor="
+                f"{self.loss_factor:g}); {DIVERGENCE_ADVICE}"
+            )
+        if self.first_norm is not None and grad_norm > self.grad_factor * self.first_norm:
+            return (
+                f"divergence: gradient norm {grad_norm:.3g} at step {step} is "
+                f"{grad_norm / self.first_norm:.3g}x the first step's {self.first_norm:.3g} "
+                f"(train.health.divergence_grad_factor={self.grad_factor:g}); {DIVERGENCE_ADVICE}"
+            )
+        return None
 
 
 class GradientSpikeDetector:
@@ -152,9 +214,16 @@ def report_warning(trainer: Trainer, kind: str, message: str) -> None:
 
 
 class HealthMonitor(TrainerCallback):
-    """Runs the three detectors during `Trainer.fit` and reports each kind of problem once."""
+    """Runs the four detectors during `Trainer.fit` and reports each kind of problem once.
 
-    def __init__(self, cfg: HealthSection) -> None:
+    `stop_on_divergence`: a divergence also stops the run with nothing saved after the last
+    step whose weights are known to be good (the step before the one whose loss diverged).
+    """
+
+    def __init__(self, cfg: HealthSection, *, stop_on_divergence: bool = False) -> None:
+        self.cfg = cfg
+        self.stop_on_divergence = stop_on_divergence
+        self.divergence: DivergenceDetector | None = None
         self.spikes = GradientSpikeDetector(cfg.grad_spike_factor, cfg.window, cfg.warmup_steps)
         self.plateau = PlateauDetector(
             cfg.plateau_window, cfg.min_delta, cfg.ema_beta, cfg.warmup_steps
@@ -170,20 +239,38 @@ class HealthMonitor(TrainerCallback):
             self.fired.add(kind)
             report_warning(trainer, kind, message)
 
-    def on_step_end(self, trainer: Trainer, result: StepResult) -> None:
-        """Check the gradient norm every step and the smoothed loss every finite step (no
-        plateau advice, which says raise optim.lr, once the gradients exploded)."""
-        self._fire(
-            trainer,
-            EXPLODING_GRADIENTS,
-            self.spikes.update(result.step, result.loss, result.grad_norm),
+    def on_train_start(self, trainer: Trainer) -> None:
+        """Size the divergence check by the model's vocabulary (its uniform-prediction loss)."""
+        self.divergence = DivergenceDetector(
+            trainer.model_config.vocab_size,
+            self.cfg.divergence_loss_factor,
+            self.cfg.divergence_grad_factor,
         )
+
+    def on_step_end(self, trainer: Trainer, result: StepResult) -> None:
+        """Check divergence and the gradient norm every step, the smoothed loss every finite
+        step. After a divergence the other checks stay quiet (its advice covers them; plateau
+        advice, which says raise optim.lr, would be wrong once the gradients exploded)."""
+        if self.divergence is not None and DIVERGENCE not in self.fired:
+            message = self.divergence.update(result.step, result.loss, result.grad_norm)
+            self._fire(trainer, DIVERGENCE, message)
+            if message is not None and self.stop_on_divergence:
+                # The step's loss was measured on the weights of the update before it.
+                good = result.step - 2
+                trainer.request_stop(
+                    f"divergence at step {result.step}; nothing saved after step {max(good, 0)}, "
+                    "the weights before the divergence",
+                    last_good_step=good,
+                )
+        spike = self.spikes.update(result.step, result.loss, result.grad_norm)
+        if DIVERGENCE not in self.fired:
+            self._fire(trainer, EXPLODING_GRADIENTS, spike)
         if result.skipped:
             return
         self._loss_sum += result.loss
         self._loss_count += 1
         plateau = self.plateau.update(result.step, result.loss)
-        if EXPLODING_GRADIENTS not in self.fired:
+        if self.fired.isdisjoint({DIVERGENCE, EXPLODING_GRADIENTS}):
             self._fire(trainer, PLATEAU, plateau)
 
     def on_validation(self, trainer: Trainer, result: EvalResult) -> None:
@@ -193,7 +280,9 @@ class HealthMonitor(TrainerCallback):
             return
         train_loss = self._loss_sum / self._loss_count
         self._loss_sum, self._loss_count = 0.0, 0
-        if trainer.step < self.warmup_steps or EXPLODING_GRADIENTS in self.fired:
+        if trainer.step < self.warmup_steps or not self.fired.isdisjoint(
+            {DIVERGENCE, EXPLODING_GRADIENTS}
+        ):
             return
         self._fire(trainer, OVERFITTING, self.overfit.update(trainer.step, result.loss, train_loss))
 
@@ -229,7 +318,9 @@ def diagnostic_callbacks(cfg: Config) -> list[TrainerCallback]:
     them is created when its option is off)."""
     callbacks: list[TrainerCallback] = []
     if cfg.train.health.enabled:
-        callbacks.append(HealthMonitor(cfg.train.health))
+        # A diverged run will not improve again, so early stopping stops it at once too.
+        stop = cfg.train.health.stop_on_divergence or cfg.train.early_stopping_patience > 0
+        callbacks.append(HealthMonitor(cfg.train.health, stop_on_divergence=stop))
     if cfg.train.early_stopping_patience > 0:
         callbacks.append(EarlyStopping(cfg.train.early_stopping_patience))
     if cfg.train.profile:

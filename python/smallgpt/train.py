@@ -39,7 +39,9 @@ from torch.nn.parallel import DistributedDataParallel
 from smallgpt.checkpoint import (
     CheckpointManager,
     capture_rng_state,
+    checkpoint_step,
     find_latest_checkpoint,
+    list_checkpoints,
     load_checkpoint,
     restore_rng_state,
     verify_checkpoint,
@@ -258,6 +260,7 @@ class Trainer:
         self._last_checkpoint: Path | None = None
         self._stop_reason: str | None = None
         self._requested_stop: str | None = None
+        self._last_good_step: int | None = None
         self._signal_name: str | None = None
         self._interrupted = False
         self._prior_train_time_s = 0.0
@@ -623,10 +626,17 @@ class Trainer:
 
     # ---------------------------------------------------------------- the loop
 
-    def request_stop(self, reason: str) -> None:
+    def request_stop(self, reason: str, *, last_good_step: int | None = None) -> None:
         """Ask the loop to stop after the current step (then validate and save), e.g. from a
-        callback doing early stopping."""
+        callback doing early stopping.
+
+        last_good_step: the weights after this many updates are the last known good ones (a
+        divergence): nothing is validated or saved from the current step on, and the summary's
+        checkpoint is the newest one at or before that step (None when there is none).
+        Callbacks must decide the same on every rank (loss and grad norm are global).
+        """
         self._requested_stop = reason
+        self._last_good_step = last_good_step
 
     def _should_stop(self) -> bool:
         """Whether any rank wants to stop (signal, time budget, request); all ranks agree, and
@@ -697,7 +707,7 @@ class Trainer:
                 result = self.train_step()
                 self._emit("on_step_end", result)
                 tracker.update(result)
-                if result.skipped:
+                if result.skipped or self._last_good_step is not None:
                     continue
                 if self.step % self.cfg.train.eval_interval == 0 and self.step < max_steps:
                     self.validate()
@@ -709,10 +719,13 @@ class Trainer:
                 ):
                     self.save()
             stop_reason = self._stop_reason or f"reached train.max_steps={max_steps}"
-            if not self._interrupted and self._last_eval_step != self.step:
-                self.validate()
-            if self._last_saved_step != self.step:
-                self.save()
+            if self._last_good_step is not None:
+                self._last_checkpoint = self._checkpoint_at_or_before(self._last_good_step)
+            else:
+                if not self._interrupted and self._last_eval_step != self.step:
+                    self.validate()
+                if self._last_saved_step != self.step:
+                    self.save()
         wall = self._session_time()
         summary = self._summary(
             stop_reason, wall, (self.tokens_seen - start_tokens) / max(wall, 1e-9)
@@ -721,6 +734,14 @@ class Trainer:
             (self.run_dir / SUMMARY_FILE).write_text(json.dumps(asdict(summary), indent=1))
         self._emit("on_train_end", summary)
         return summary
+
+    def _checkpoint_at_or_before(self, step: int) -> Path | None:
+        """The newest step checkpoint of this run at or before `step` (None if there is none)."""
+        for path in list_checkpoints(self.run_dir / CHECKPOINT_DIR):
+            found = checkpoint_step(path)
+            if found is not None and found <= step:
+                return path
+        return None
 
     @contextlib.contextmanager
     def _progress_bar(self) -> Iterator[None]:
