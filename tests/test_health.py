@@ -474,9 +474,9 @@ def test_demo_config_short_run_fires_no_warning(tmp_path):
     config = load_config(
         "demo-cpu",
         [
-            "train.max_steps=15",
-            "optim.warmup_steps=5",  # the preset's peak learning rate within the run
-            "train.eval_interval=5",
+            "train.max_steps=40",
+            "optim.warmup_steps=10",  # the preset's peak learning rate within the run
+            "train.eval_interval=20",
             *demo_test_overrides(),
             "log.progress_bar=false",
             "checkpoint.interval=null",
@@ -486,6 +486,6 @@ def test_demo_config_short_run_fires_no_warning(tmp_path):
         warnings.simplefilter("error", TrainingHealthWarning)
         with Trainer(config, run_dir=tmp_path / "demo") as trainer:
             summary = trainer.fit()
-    assert summary.steps == 15
+    assert summary.steps == 40
     assert summary.warnings == ()
     assert warning_records(tmp_path / "demo") == []

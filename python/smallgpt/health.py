@@ -38,6 +38,8 @@ DIVERGENCE = "divergence"
 EXPLODING_GRADIENTS = "exploding_gradients"
 PLATEAU = "plateau"
 OVERFITTING = "overfitting"
+# After either of these, plateau and overfitting advice would be wrong (and theirs covers it).
+EXPLODED = frozenset({DIVERGENCE, EXPLODING_GRADIENTS})
 
 
 class TrainingHealthWarning(UserWarning):
@@ -258,7 +260,7 @@ class HealthMonitor(TrainerCallback):
                 # The step's loss was measured on the weights of the update before it.
                 good = result.step - 2
                 trainer.request_stop(
-                    f"divergence at step {result.step}; nothing saved after step {max(good, 0)}, "
+                    f"divergence at step {result.step}; nothing saved after step {good}, "
                     "the weights before the divergence",
                     last_good_step=good,
                 )
@@ -270,7 +272,7 @@ class HealthMonitor(TrainerCallback):
         self._loss_sum += result.loss
         self._loss_count += 1
         plateau = self.plateau.update(result.step, result.loss)
-        if self.fired.isdisjoint({DIVERGENCE, EXPLODING_GRADIENTS}):
+        if self.fired.isdisjoint(EXPLODED):
             self._fire(trainer, PLATEAU, plateau)
 
     def on_validation(self, trainer: Trainer, result: EvalResult) -> None:
@@ -280,9 +282,7 @@ class HealthMonitor(TrainerCallback):
             return
         train_loss = self._loss_sum / self._loss_count
         self._loss_sum, self._loss_count = 0.0, 0
-        if trainer.step < self.warmup_steps or not self.fired.isdisjoint(
-            {DIVERGENCE, EXPLODING_GRADIENTS}
-        ):
+        if trainer.step < self.warmup_steps or not self.fired.isdisjoint(EXPLODED):
             return
         self._fire(trainer, OVERFITTING, self.overfit.update(trainer.step, result.loss, train_loss))
 
