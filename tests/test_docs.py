@@ -52,7 +52,7 @@ def tour_script(workdir: Path) -> str:
     """The tour's bash block, with a 3-step training run and a small text to evaluate."""
     block = re.search(r"```bash\n(.*?)```", section("A 5-minute tour"), re.DOTALL).group(1)
     replacements = {
-        "--run-dir runs/tour": "--run-dir runs/tour train.max_steps=3 optim.warmup_steps=1 "
+        "--run-dir runs/tour": "--run-dir runs/tour train.max_steps=3 "
         "train.eval_batches=1 log.progress_bar=false",
         '--data "$CORPUS" --json': "--data small.txt --json --quiet",
         "--stride 64": "--stride 64 --quiet",
@@ -89,3 +89,53 @@ def test_the_tour_commands_run(tmp_path):
     assert out.count("bits per byte") >= 2 and '"perplexity"' in out
     assert "ROMEO:" in out and "BLEU " in out
     assert (tmp_path / "hf" / "tour" / "config.json").is_file()
+
+
+def bash_blocks() -> list[str]:
+    return re.findall(r"```bash\n(.*?)```", README.read_text(encoding="utf-8"), re.DOTALL)
+
+
+def first_command(block: str) -> str:
+    return next(line for line in block.splitlines() if line.strip() and not line.startswith("#"))
+
+
+# Every bash block of the README, known by the start of its first command, and the test running it.
+RUN_BY = {
+    "make demo": "tests/test_readme.py (make demo for real; make test as a dry run, it is this run)",
+    "CORPUS=$(python": "test_the_tour_commands_run",
+    "python -m smallgpt.train demo-cpu train.profile=true": "test_the_profiling_example_runs",
+}
+
+
+def test_every_shell_block_of_the_readme_is_run_by_a_test():
+    starts = [first_command(block) for block in bash_blocks()]
+    for start in starts:
+        owners = [key for key in RUN_BY if start.startswith(key)]
+        assert len(owners) == 1, f"no test runs the README's bash block {start!r}: add one to RUN_BY"
+    assert len(starts) == len(RUN_BY), starts
+
+
+def readme_block(start: str) -> str:
+    (block,) = [b for b in bash_blocks() if first_command(b).startswith(start)]
+    return block
+
+
+@pytest.mark.slow
+def test_the_profiling_example_runs(tmp_path):
+    block = readme_block("python -m smallgpt.train demo-cpu train.profile=true")
+    done = subprocess.run(
+        ["bash", "-c", "set -euo pipefail\n" + block],
+        cwd=tmp_path,
+        env={**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    profile = tmp_path / "runs" / "profiled" / "profile"
+    assert (profile / "trace.json").stat().st_size > 0
+    table = (profile / "top_operators.txt").read_text(encoding="utf-8")
+    assert table.strip() and table.strip() in done.stdout + done.stderr
+    # the preset's warm-up (60 steps) is longer than the run: it trains, and says so once
+    assert done.stderr.count("exceeds train.max_steps (20)") == 1

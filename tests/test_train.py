@@ -290,3 +290,15 @@ def test_prepared_shards_are_reused_until_their_inputs_change(tmp_path):
         prepare_data(mismatched, tmp_path / "other", show_progress=False)
     with pytest.raises(FileNotFoundError, match=r"data.text_files\[0\]: no such file"):
         prepare_data(DataSection(text_files=["missing.txt"]), tmp_path / "x", show_progress=False)
+
+
+def test_a_run_shorter_than_its_warmup_warms_up_over_its_steps_and_says_so(shards, tmp_path, capsys):
+    lr, steps = 3e-3, 5
+    _, recorder = run_tiny(
+        shards, tmp_path / "run", f"train.max_steps={steps}", "optim.warmup_steps=60", f"optim.lr={lr}"
+    )
+    # step n (1-based) trains with the factor after n - 1 scheduler steps: (n - 1) / steps
+    assert [r.lr for r in recorder.steps] == pytest.approx([lr * n / steps for n in range(steps)])
+    err = capsys.readouterr().err
+    assert err.count("optim.warmup_steps (60) exceeds train.max_steps (5)") == 1
+    assert "shortened to the run's 5 steps" in err

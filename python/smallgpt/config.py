@@ -544,10 +544,6 @@ def validate_config(cfg: Config) -> None:
     need(o.weight_decay >= 0, f"optim.weight_decay must be >= 0 (got {o.weight_decay})")
     need(o.warmup_steps >= 0, f"optim.warmup_steps must be >= 0 (got {o.warmup_steps})")
     need(
-        o.warmup_steps <= t.max_steps,
-        f"optim.warmup_steps ({o.warmup_steps}) exceeds train.max_steps ({t.max_steps})",
-    )
-    need(
         0.0 <= o.min_lr_ratio <= 1.0, f"optim.min_lr_ratio must be in [0, 1] (got {o.min_lr_ratio})"
     )
     need(o.grad_clip >= 0, f"optim.grad_clip must be >= 0 (0 disables clipping; got {o.grad_clip})")

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from smallgpt.config import Config, ConfigError, load_config
-from smallgpt.runtime import cpu_has_native_bf16
+from smallgpt.runtime import resolve_runtime
 
 PRESET = "demo-cpu"
 PROMPTS = ("ROMEO:", "JULIET:\nO ")
@@ -34,7 +34,6 @@ def steps_within(config: Config, seconds: float, timed_steps: int = 6) -> int:
     import torch
 
     from smallgpt.model import SmallGPT
-    from smallgpt.runtime import resolve_runtime
 
     m, t, o = config.model, config.train, config.optim
     runtime = resolve_runtime(t.device, t.precision, 0, t.num_threads)
@@ -85,10 +84,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_dir = Path(args.run_dir or config.train.run_dir)
     if run_dir.exists():
         shutil.rmtree(run_dir)
-    cpu_bf16 = config.train.precision == "bf16" and config.train.device == "cpu"
-    if cpu_bf16 and not cpu_has_native_bf16():
-        print("note: this CPU has no native bf16 matrix unit; the demo trains in fp32")
-        config.train.precision = "fp32"
     budget = config.train.max_time_minutes
     if budget:
         # Fit the step count (and so the LR schedule's cosine decay) to the time budget on this
@@ -102,10 +97,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from smallgpt.generate import generate_text
     from smallgpt.train import Trainer
 
+    t = config.train
+    precision = resolve_runtime(t.device, t.precision, 0, t.num_threads).precision
     print(
         f"smallgpt demo: a {config.model.num_layers}-layer GPT on Tiny Shakespeare, "
         f"{'at most ' + format(budget, 'g') + ' minutes of ' if budget else ''}training on "
-        f"{config.train.device}; output in {run_dir}/"
+        f"{t.device} in {precision}; output in {run_dir}/"
     )
     with Trainer(config, run_dir=run_dir) as trainer:
         summary = trainer.fit()

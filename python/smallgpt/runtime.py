@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -58,11 +59,13 @@ def resolve_runtime(
     device: str, precision: str, local_rank: int = 0, num_threads: int | None = None
 ) -> Runtime:
     """Pick the device ("auto": this rank's GPU if CUDA is available, else CPU) and precision
-    ("auto": bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU; choose bf16 on a CPU
-    where `cpu_has_native_bf16()`: several times faster there); turn TF32 on;
+    ("auto": bf16 on GPUs that support it, fp16 on older GPUs; on a CPU bf16 where
+    `cpu_has_native_bf16()`, several times faster than fp32 there, else fp32); turn TF32 on;
     set torch's CPU thread count when `num_threads` is given.
 
-    Raises ValueError when CUDA is requested but absent, or fp16 is requested on CPU.
+    An explicit bf16 on a CPU without bf16 instructions is kept but noted on stderr: torch then
+    emulates bf16 matmuls, about 100x slower than fp32. Raises ValueError when CUDA is requested
+    but absent, or fp16 is requested on CPU.
     """
     if device == "auto":
         device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
@@ -71,11 +74,19 @@ def resolve_runtime(
     resolved = torch.device(device)
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"train.device={device!r} but CUDA is not available; use auto or cpu")
+    native_cpu_bf16 = resolved.type == "cpu" and cpu_has_native_bf16()
     if precision == "auto":
-        if resolved.type != "cuda":
-            precision = "fp32"
-        else:
+        if resolved.type == "cuda":
             precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        else:
+            precision = "bf16" if native_cpu_bf16 else "fp32"
+    elif precision == "bf16" and resolved.type == "cpu" and not native_cpu_bf16 and local_rank == 0:
+        print(
+            "note: train.precision=bf16 on a CPU without bf16 matrix instructions (AVX512-BF16 or "
+            "AMX): torch emulates them, about 100x slower than fp32; train.precision=auto picks "
+            "fp32 here",
+            file=sys.stderr,
+        )
     if precision == "fp16" and resolved.type != "cuda":
         raise ValueError("train.precision=fp16 needs a CUDA device; use fp32 or bf16")
     if resolved.type == "cuda":

@@ -359,8 +359,9 @@ class Trainer:
             optimizer=o.name,
             eps=o.eps,
         )
+        warmup_steps = self._warmup_steps()
         self.scheduler = get_cosine_schedule_with_warmup(
-            self.optimizer, o.warmup_steps, self.cfg.train.max_steps, o.min_lr_ratio
+            self.optimizer, warmup_steps, self.cfg.train.max_steps, o.min_lr_ratio
         )
         self.scaler = self.runtime.grad_scaler()
         self._flops_per_token = self.raw_model.estimate_flops_per_token(self.cfg.seq_len)
@@ -369,6 +370,24 @@ class Trainer:
         lengths = torch.from_numpy(_token_byte_lengths(tokenizer))
         self._byte_lengths = torch.zeros(vocab_size, dtype=torch.int64, device=device)
         self._byte_lengths[: len(lengths)] = lengths.to(device)
+
+    def _warmup_steps(self) -> int:
+        """optim.warmup_steps, shortened to train.max_steps for a run shorter than its warm-up.
+
+        A short run of a preset (a smoke test, a profile) then warms up over all its steps and
+        reaches optim.lr at the last one, with no cosine decay; it says so once.
+        """
+        warmup, steps = self.cfg.optim.warmup_steps, self.cfg.train.max_steps
+        if warmup <= steps:
+            return warmup
+        if self.dist.is_main:
+            print(
+                f"note: optim.warmup_steps ({warmup}) exceeds train.max_steps ({steps}): the "
+                f"warm-up is shortened to the run's {steps} steps (the learning rate reaches "
+                "optim.lr at the last step, with no cosine decay)",
+                file=sys.stderr,
+            )
+        return steps
 
     def _wrap_model(self) -> torch.nn.Module:
         model: torch.nn.Module = self.raw_model
