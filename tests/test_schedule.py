@@ -64,9 +64,15 @@ def test_every_param_group_follows_its_own_base_lr():
 
 
 def test_bad_schedule_arguments_raise_value_error():
-    with pytest.raises(ValueError, match="exceeds num_training_steps"):
-        get_cosine_schedule_with_warmup(optimizer(), 20, 10)
     with pytest.raises(ValueError, match="min_lr_ratio"):
         get_cosine_schedule_with_warmup(optimizer(), 1, 10, min_lr_ratio=1.5)
     with pytest.raises(ValueError, match="num_warmup_steps must be >= 0"):
         get_cosine_schedule_with_warmup(optimizer(), -1, 10)
+
+
+def test_warmup_longer_than_training_never_finishes_warming_up_like_hugging_face():
+    hf = pytest.importorskip("transformers.optimization")
+    ours_opt, hf_opt = optimizer(), optimizer()
+    ours = lrs(get_cosine_schedule_with_warmup(ours_opt, 20, 10, min_lr_ratio=0.0), ours_opt, 10)
+    theirs = lrs(hf.get_cosine_schedule_with_warmup(hf_opt, 20, 10), hf_opt, 10)
+    assert ours == pytest.approx(theirs, abs=1e-12)

@@ -47,12 +47,13 @@ def guide_cosine_factor(step: int, num_warmup_steps: int, num_training_steps: in
     min(t / warmup, 0.5 * (1 + cos(pi * (t - warmup) / (total - warmup)))).
 
     Past `num_training_steps` it stays at 0 (the formula's cosine would rise again). With no
-    warmup the first term is left out; with warmup == total there is no decay before the end.
+    warmup the first term is left out. With warmup >= total the run ends inside the warm-up: the
+    factor is t / warmup throughout, with no decay (as Hugging Face's schedule does).
     """
     if step >= num_training_steps:
         return 0.0
     decay = num_training_steps - num_warmup_steps
-    cosine = 0.5 * (1.0 + math.cos(math.pi * (step - num_warmup_steps) / decay)) if decay else 1.0
+    cosine = 0.5 * (1.0 + math.cos(math.pi * (step - num_warmup_steps) / decay)) if decay > 0 else 1.0
     if num_warmup_steps == 0:
         return cosine
     return min(step / num_warmup_steps, cosine)
@@ -69,8 +70,7 @@ def get_cosine_schedule_with_warmup(
     `num_training_steps`). Call `scheduler.step()` after each optimizer step.
 
     The trainer uses `smallgpt.schedule.get_cosine_schedule_with_warmup` instead, which decays
-    to a floor (`min_lr_ratio`). Raises ValueError for negative counts, no training steps, or
-    warmup longer than training (the guide's formula is undefined there).
+    to a floor (`min_lr_ratio`). Raises ValueError for negative counts or no training steps.
     """
     counts = {"num_warmup_steps": num_warmup_steps, "num_training_steps": num_training_steps}
     for name, value in counts.items():
@@ -80,11 +80,6 @@ def get_cosine_schedule_with_warmup(
         raise ValueError(
             f"num_warmup_steps must be >= 0 and num_training_steps >= 1 "
             f"(got {num_warmup_steps}, {num_training_steps})"
-        )
-    if num_warmup_steps > num_training_steps:
-        raise ValueError(
-            f"num_warmup_steps ({num_warmup_steps}) exceeds num_training_steps "
-            f"({num_training_steps}): the guide's schedule would never decay"
         )
 
     def factor(step: int) -> float:

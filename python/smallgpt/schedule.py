@@ -33,18 +33,15 @@ def get_cosine_schedule_with_warmup(
 ) -> LambdaLR:
     """A `LambdaLR` applying `cosine_with_warmup_factor` to every param group's initial lr.
 
-    Call `scheduler.step()` once after each optimizer step. Raises ValueError for negative step
-    counts, warmup longer than training, or `min_lr_ratio` outside [0, 1].
+    Call `scheduler.step()` once after each optimizer step. Warmup longer than training is not an
+    error: the run ends inside the warm-up (as with Hugging Face's schedule; the trainer shortens
+    the warm-up to the run instead, and says so). Raises ValueError for negative step counts or
+    `min_lr_ratio` outside [0, 1].
     """
     if num_warmup_steps < 0 or num_training_steps < 1:
         raise ValueError(
             f"num_warmup_steps must be >= 0 and num_training_steps >= 1 "
             f"(got {num_warmup_steps}, {num_training_steps})"
-        )
-    if num_warmup_steps > num_training_steps:
-        raise ValueError(
-            f"num_warmup_steps ({num_warmup_steps}) exceeds num_training_steps "
-            f"({num_training_steps})"
         )
     if not 0.0 <= min_lr_ratio <= 1.0:
         raise ValueError(f"min_lr_ratio must be in [0, 1] (got {min_lr_ratio})")
