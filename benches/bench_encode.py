@@ -17,12 +17,15 @@ import numpy as np
 import pytest
 
 from benches.fresh import run_fresh
+from benches.report import report
 from tests.corpora import corpus_path
 
 VOCAB_SIZE = 32000
 TEXT_OFFSET = 10_000_000  # the tokenizer is trained on the bytes before this
 TEXT_BYTES = 10_000_000
 SINGLE_THREAD = {**os.environ, "RAYON_NUM_THREADS": "1"}
+
+pytestmark = pytest.mark.benchmark(group="encode")
 
 # Per tool: code that defines `encode(text) -> list of ids` from the files in `paths`.
 LOADERS = {
@@ -56,6 +59,7 @@ tok = tokie.Tokenizer.from_json(paths["hf"])
 encode = lambda text: tok.encode(text).ids
 """,
 }
+PEERS = ("tiktoken", "fastokens", "tokie")
 
 FIRST_CALL = """
 import time
@@ -75,7 +79,7 @@ np.save(paths["out"], np.asarray(ids, dtype=np.uint32))
 @pytest.fixture(scope="session")
 def files(tmp_path_factory, shared_data) -> dict[str, str]:
     """The trained tokenizer in our, tiktoken's and HF's formats, and the unseen text."""
-    from smallgpt.tokenizer import Tokenizer
+    from smallgpt.tokenizer.bpe import Tokenizer
 
     out = tmp_path_factory.mktemp("bench_encode")
     tokenizer = Tokenizer.train_files([corpus_path("gutenberg_10mb")], vocab_size=VOCAB_SIZE)
@@ -107,25 +111,34 @@ def _first_call(
 @pytest.mark.parametrize(
     "threads, env", [("1 thread", SINGLE_THREAD), ("all threads", None)], ids=["1", "all"]
 )
-def test_first_call_encode_throughput(files, tmp_path, record, threads, env):
+def test_first_call_encode_throughput(benchmark, files, tmp_path, threads, env):
     # `encode` is single-threaded in smallgpt and tiktoken; fastokens and tokie may use
     # several threads for one text unless RAYON_NUM_THREADS=1.
-    ours, our_ids = _first_call("smallgpt", files, tmp_path / "smallgpt.npy", env)
-    record("encode", f"smallgpt encode, first call, {threads}", ours, "MB/s")
+    ours, our_ids = benchmark.pedantic(
+        _first_call, args=("smallgpt", files, tmp_path / "smallgpt.npy", env), rounds=1
+    )
+    details: dict[str, object] = {"threads": threads}
     if env is None:
         # The parallel entry point, for comparison with peers that use every core.
         speed, ids = _first_call("smallgpt encode_to_numpy", files, tmp_path / "numpy.npy", env)
-        record("encode", f"smallgpt encode_to_numpy, first call, {threads}", speed, "MB/s")
         assert np.array_equal(ids, our_ids)
-    for tool in ("tiktoken", "fastokens", "tokie"):
+        details["encode_to_numpy_mb_per_s"] = speed
+    peers, missing = {}, []
+    for tool in PEERS:
         if importlib.util.find_spec(tool) is None:
-            record("encode", f"{tool}: not installed (pip install {tool})", float("nan"), "MB/s")
+            missing.append(f"{tool} (pip install {tool})")
             continue
-        speed, ids = _first_call(tool, files, tmp_path / f"{tool}.npy", env)
-        same = bool(np.array_equal(ids, our_ids))
-        record("encode", f"{tool} first call, {threads}", speed, "MB/s", same_ids=same)
-        record("encode", f"smallgpt / {tool}, {threads}", ours / speed, "x")
-        assert same, f"{tool} gives other ids than smallgpt"
+        peers[tool], ids = _first_call(tool, files, tmp_path / f"{tool}.npy", env)
+        assert np.array_equal(ids, our_ids), f"{tool} gives other ids than smallgpt"
+    report(
+        benchmark,
+        ours,
+        "MB/s",
+        peers,
+        target=">= 1.0 vs fastokens",
+        not_installed=missing,
+        **details,
+    )
 
 
 BATCH = """
@@ -159,20 +172,26 @@ for name, call in calls.items():
 """
 
 
-def test_encoding_scales_with_threads(files, record):
+def test_encoding_scales_with_threads(benchmark, files):
     # encode_batch returns Python lists, which only the calling thread can build (it does so
     # while the other threads encode). Python's collector later traverses those lists once,
-    # serially: the second figure includes that pass. encode_to_numpy shows the scaling of the
+    # serially: the second speed-up includes that pass. encode_to_numpy shows the scaling of the
     # Rust encoder alone.
-    result = run_fresh(BATCH.format(json=files["json"], text=files["text"]))
-    labels = (
-        ("batch", "encode_batch"),
-        ("batch_collected", "encode_batch + collecting its lists"),
-        ("numpy", "encode_to_numpy"),
+    code = BATCH.format(json=files["json"], text=files["text"])
+    result = benchmark.pedantic(run_fresh, args=(code,), rounds=1)
+    speedups = {
+        f"{name}_speedup": result[f"{name}_1"] / result[f"{name}_2"]
+        for name in ("batch_collected", "numpy")
+    }
+    report(
+        benchmark,
+        result["batch_2"],
+        "s",
+        {"encode_batch, 1 thread": result["batch_1"]},
+        target=">= 1.7",
+        threads=2,
+        **speedups,
     )
-    for name, label in labels:
-        speedup = result[f"{name}_1"] / result[f"{name}_2"]
-        record("threads", f"smallgpt {label} 2 threads / 1 thread", speedup, "x")
 
 
 # Peak RSS is read from /proc (VmHWM): unlike ru_maxrss it is not inherited from the parent
@@ -192,7 +211,7 @@ RESULT["rss_growth_mb"] = peak_rss_mb() - before
 RESULT["output_mb"] = ids.nbytes / 1e6
 """
 
-FILE_TOOLS = {
+FILE_TOOLS = {  # tool: (setup, call)
     "smallgpt encode_file_to_numpy": (
         "from smallgpt.tokenizer import Tokenizer\ntok = Tokenizer.load(paths['json'])",
         "tok.encode_file_to_numpy(paths['big'])",
@@ -204,18 +223,29 @@ FILE_TOOLS = {
 }
 
 
-@pytest.mark.parametrize("tool", sorted(FILE_TOOLS))
-def test_encode_file_to_numpy_speed_and_memory(files, tool, record):
-    big = corpus_path("gutenberg")
+def _encode_file(tool: str, files: dict[str, str]) -> dict:
     setup, call = FILE_TOOLS[tool]
-    code = FILE.format(paths={**files, "big": str(big)}, setup=setup, call=call)
-    result = run_fresh(code)
-    size_mb = big.stat().st_size / 1e6
-    record("encode_file", f"{tool}: 57.6 MB file", size_mb / result["seconds"], "MB/s")
-    record(
-        "encode_file",
-        f"{tool}: peak RSS growth",
-        result["rss_growth_mb"],
-        "MB",
-        output_mb=round(result["output_mb"], 1),
+    paths = {**files, "big": str(corpus_path("gutenberg"))}
+    return run_fresh(FILE.format(paths=paths, setup=setup, call=call))
+
+
+def test_encode_file_to_numpy_speed_and_memory(benchmark, files):
+    size_mb = corpus_path("gutenberg").stat().st_size / 1e6
+    ours = benchmark.pedantic(_encode_file, args=("smallgpt encode_file_to_numpy", files), rounds=1)
+    peers, details = {}, {}
+    if importlib.util.find_spec("tiktoken") is not None:
+        peer = "tiktoken read + encode_to_numpy"
+        theirs = _encode_file(peer, files)
+        peers[peer] = size_mb / theirs["seconds"]
+        details["peer_rss_growth_mb"] = theirs["rss_growth_mb"]
+    report(
+        benchmark,
+        size_mb / ours["seconds"],
+        "MB/s",
+        peers,
+        file_mb=size_mb,
+        rss_growth_mb=ours["rss_growth_mb"],
+        output_mb=ours["output_mb"],
+        memory_target="rss_growth_mb <= output_mb + 100",
+        **details,
     )

@@ -10,9 +10,9 @@ Task: vocab 10000 (specials `<|endoftext|>` and `<|pad|>` included), GPT-2 patte
   (nanochat-style trainers, fed the same pieces, vocab 9998 as they have no special tokens), when
   they are installed.
 "All threads" is every core of the machine; "1 thread" sets RAYON_NUM_THREADS=1 (and
-TOKENIZERS_PARALLELISM=false for HF). Each time is the fastest of 3 runs (1 run when it takes
-over 10 s). Peak RSS is the whole child process's (target for smallgpt's streamed training on
-the 57.6 MB corpus: <= 100 MB).
+TOKENIZERS_PARALLELISM=false for HF). Each time is the fastest of 3 runs (a peer's: 1 run when
+it takes over 10 s). Peak RSS is the whole child process's (target for smallgpt's streamed
+training on the 57.6 MB corpus: <= 100 MB).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import os
 import pytest
 
 from benches.fresh import run_fresh
+from benches.report import report
 from tests.corpora import CORPORA, corpus_path
 
 VOCAB = 10000
@@ -92,6 +93,8 @@ _CODE["flashbpe"] = _CODE["rustbpe"].replace("rustbpe", "flashbpe")
 PEERS = ["gigabpe", "rustbpe", "flashbpe"]
 REPEATS, LONG_S = 3, 10.0
 
+pytestmark = pytest.mark.benchmark(group="bpe-train")
+
 
 def _path(name: str) -> str:
     path = corpus_path(name)
@@ -100,94 +103,104 @@ def _path(name: str) -> str:
     return str(path)
 
 
-def _measure(trainer: str, corpus: str, threads: int | None) -> dict:
-    """Trains in fresh processes: the fastest of `REPEATS` runs (one run when it takes over
-    `LONG_S` seconds). Returns its seconds and vocab_size, and the largest peak_rss_mb."""
+def _code(trainer: str, corpus: str, threads: int | None) -> tuple[str, dict[str, str]]:
+    """The child's code for `trainer` on `corpus`, and the environment that sets its threads."""
     env = dict(os.environ)
     if threads == 1:
         env["RAYON_NUM_THREADS"] = "1"
         env["TOKENIZERS_PARALLELISM"] = "false"
     header = f"PATH = {_path(corpus)!r}\nVOCAB = {VOCAB}\nSPECIALS = {SPECIALS!r}\n"
     header += f"THREADS = {threads!r}\n"
-    code = header + _CODE[trainer] + _TIMED
+    return header + _CODE[trainer] + _TIMED, env
+
+
+def _fastest(runs: list[dict]) -> dict:
+    """The fastest run's seconds and vocab_size, with the largest peak_rss_mb of all runs."""
+    fastest = min(runs, key=lambda run: run["seconds"])
+    return {**fastest, "peak_rss_mb": max(run["peak_rss_mb"] for run in runs)}
+
+
+def _measure_ours(benchmark, corpus: str, threads: int | None) -> dict:
+    """smallgpt's training, timed by `benchmark`: `REPEATS` fresh processes, the fastest counts."""
+    code, env = _code("smallgpt", corpus, threads)
+    runs: list[dict] = []
+    benchmark.pedantic(lambda: runs.append(run_fresh(code, env=env)), rounds=REPEATS)
+    return _fastest(runs)
+
+
+def _measure_peer(trainer: str, corpus: str, threads: int | None) -> dict:
+    """A peer's training in fresh processes: the fastest of `REPEATS` runs (one run when it takes
+    over `LONG_S` seconds)."""
+    code, env = _code(trainer, corpus, threads)
     runs = [run_fresh(code, env=env)]
     while len(runs) < REPEATS and runs[0]["seconds"] < LONG_S:
         runs.append(run_fresh(code, env=env))
-    fastest = min(runs, key=lambda run: run["seconds"])
-    return {**fastest, "peak_rss_mb": max(run["peak_rss_mb"] for run in runs)}
+    return _fastest(runs)
 
 
 def _thread_label(threads: int | None) -> str:
     return "1 thread" if threads == 1 else f"all {os.cpu_count()} threads"
 
 
-def _record_times(record, trainer: str, label: str, run: dict) -> None:
-    record(
-        "bpe-train",
-        f"{trainer} {label}",
-        run["seconds"],
+def _report(benchmark, ours: dict, peer: str | None, theirs: dict | None, **details) -> None:
+    """Wall times, with each side's CPU time and peak RSS (CPU time is steadier on a busy machine)."""
+    if theirs is not None:
+        details.update(
+            peer_cpu_s=theirs["cpu_seconds"],
+            peer_peak_rss_mb=theirs["peak_rss_mb"],
+            cpu_time_ratio=theirs["cpu_seconds"] / ours["cpu_seconds"],
+        )
+    report(
+        benchmark,
+        ours["seconds"],
         "s",
-        cpu_s=round(run["cpu_seconds"], 3),
-        peak_rss_mb=round(run["peak_rss_mb"], 1),
-    )
-
-
-def _record_speedup(record, peer: str, label: str, ours: dict, theirs: dict, **details) -> None:
-    """Wall-time ratio, with the CPU-time ratio beside it (steadier on a busy machine)."""
-    record(
-        "bpe-train",
-        f"speedup vs {peer}, {label}",
-        theirs["seconds"] / ours["seconds"],
-        "x",
-        cpu_time_ratio=round(theirs["cpu_seconds"] / ours["cpu_seconds"], 2),
+        {peer: theirs["seconds"]} if theirs is not None else None,
+        cpu_s=ours["cpu_seconds"],
+        peak_rss_mb=ours["peak_rss_mb"],
         **details,
     )
 
 
 @pytest.mark.parametrize("threads", [None, 1])
 @pytest.mark.parametrize("corpus", BIG)
-def test_training_speed_vs_hf_tokenizers(record, corpus, threads):
-    ours = _measure("smallgpt", corpus, threads)
-    hf = _measure("hf-tokenizers", corpus, threads)
+def test_training_speed_vs_hf_tokenizers(benchmark, corpus, threads):
+    ours = _measure_ours(benchmark, corpus, threads)
+    hf = _measure_peer("hf-tokenizers", corpus, threads)
     assert ours["vocab_size"] == hf["vocab_size"] == VOCAB
-    label = f"{corpus}, {_thread_label(threads)}"
-    _record_times(record, "smallgpt", label, ours)
-    _record_times(record, "HF tokenizers", label, hf)
-    _record_speedup(record, "HF", label, ours, hf, target=">= 9x (gigabpe's)")
+    _report(
+        benchmark,
+        ours,
+        "HF tokenizers",
+        hf,
+        target=">= 9 (gigabpe's)",
+        corpus=corpus,
+        threads=_thread_label(threads),
+    )
 
 
 @pytest.mark.parametrize("corpus", SMALL)
-def test_training_speed_on_small_corpora_vs_hf_tokenizers(record, corpus):
-    ours = _measure("smallgpt", corpus, None)
-    hf = _measure("hf-tokenizers", corpus, None)
-    label = f"{corpus}, {_thread_label(None)}"
-    _record_times(record, "smallgpt", label, ours)
-    _record_times(record, "HF tokenizers", label, hf)
-    _record_speedup(record, "HF", label, ours, hf)
+def test_training_speed_on_small_corpora_vs_hf_tokenizers(benchmark, corpus):
+    ours = _measure_ours(benchmark, corpus, None)
+    hf = _measure_peer("hf-tokenizers", corpus, None)
+    _report(benchmark, ours, "HF tokenizers", hf, corpus=corpus, threads=_thread_label(None))
 
 
 @pytest.mark.parametrize("threads", [None, 1])
 @pytest.mark.parametrize("corpus", BIG)
 @pytest.mark.parametrize("peer", PEERS)
-def test_training_speed_vs_other_trainers(record, peer, corpus, threads):
+def test_training_speed_vs_other_trainers(benchmark, peer, corpus, threads):
     if importlib.util.find_spec(peer) is None:
         pytest.skip(f"{peer} is not installed (pip install {peer})")
     if threads == 1 and peer != "gigabpe":
         pytest.skip(f"{peer} is timed with all threads only")
-    ours = _measure("smallgpt", corpus, threads)
-    theirs = _measure(peer, corpus, threads)
-    label = f"{corpus}, {_thread_label(threads)}"
-    _record_times(record, peer, label, theirs)
-    _record_speedup(record, peer, label, ours, theirs, smallgpt_s=round(ours["seconds"], 3))
-
-
-def test_streamed_training_peak_memory_on_the_57mb_corpus(record):
-    ours = _measure("smallgpt", "gutenberg", None)
-    record(
-        "bpe-train",
-        "smallgpt train_files peak RSS, gutenberg 57.6 MB",
-        ours["peak_rss_mb"],
-        "MB",
-        target="<= 100 MB",
-        seconds=ours["seconds"],
+    ours = _measure_ours(benchmark, corpus, threads)
+    theirs = _measure_peer(peer, corpus, threads)
+    target = ">= 1.0" if peer == "gigabpe" else None
+    _report(
+        benchmark, ours, peer, theirs, target=target, corpus=corpus, threads=_thread_label(threads)
     )
+
+
+def test_streamed_training_peak_memory_on_the_57mb_corpus(benchmark):
+    ours = _measure_ours(benchmark, "gutenberg", None)
+    _report(benchmark, ours, None, None, memory_target="peak_rss_mb <= 100", corpus="gutenberg")

@@ -19,10 +19,13 @@ import os
 import pytest
 
 from benches.fresh import run_fresh
+from benches.report import report
 
 STEPS, WARMUP = 40, 5
 SIZES = {"embed_dim": 128, "num_heads": 4, "num_layers": 4, "max_seq_len": 128, "dropout": 0.1}
 BATCH, LR, SEED = 16, 1e-3, 1337
+
+pytestmark = pytest.mark.benchmark(group="train-loop")
 
 _CODE = """
 import statistics
@@ -86,8 +89,8 @@ RESULT["plain"] = tokens / statistics.median(clock.plain[WARMUP:])
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory) -> str:
-    from smallgpt.config import DataSection
-    from smallgpt.prepare import prepare_data
+    from smallgpt.config.schema import DataSection
+    from smallgpt.data.prepare import prepare_data
 
     root = tmp_path_factory.mktemp("bench-train-loop")
     data = DataSection(
@@ -110,15 +113,15 @@ def _measure(shards: str, run_dir: str, threads: int | None) -> dict:
 
 
 @pytest.mark.parametrize("threads", [None, 1])
-def test_training_loop_throughput_vs_plain_pytorch_loop(record, shards, tmp_path, threads):
-    rates = _measure(shards, str(tmp_path / "run"), threads)
-    label = "1 thread" if threads == 1 else f"all {os.cpu_count()} cores"
-    record("train-loop", f"smallgpt Trainer, CPU {label}", rates["ours"], "tok/s")
-    record("train-loop", f"plain PyTorch loop, CPU {label}", rates["plain"], "tok/s")
-    record(
-        "train-loop",
-        f"Trainer vs plain loop, CPU {label}",
-        rates["ours"] / rates["plain"],
-        "x",
-        target=">= 1.0x",
+def test_training_loop_throughput_vs_plain_pytorch_loop(benchmark, shards, tmp_path, threads):
+    rates = benchmark.pedantic(_measure, args=(shards, str(tmp_path / "run"), threads), rounds=1)
+    report(
+        benchmark,
+        rates["ours"],
+        "tok/s",
+        {"plain PyTorch loop": rates["plain"]},
+        target=">= 1.0",
+        threads=1 if threads == 1 else os.cpu_count(),
+        steps=STEPS,
+        warmup_steps=WARMUP,
     )
