@@ -43,6 +43,7 @@ test: install-test
 
 bench: install-test
 	$(PY) -m pip install --quiet "$$(ls $(WHEEL_DIR)/smallgpt-*.whl)[bench]" || true
+	$(PY) -m pip install --quiet "pytest-benchmark[histogram]" || true  # for --benchmark-histogram
 	$(PY) -m pytest benches --benchmark
 
 lint: $(PY)

@@ -9,7 +9,9 @@ Shapes: batch 8 and 32, 8 heads, head_dim 64, seq 1024, embed 512, vocab 10000 (
 - cross_entropy forward+backward bandwidth as a fraction of the GPU's peak memory bandwidth, and its
   speed vs F.cross_entropy and (when importable) Liger-Kernel's LigerCrossEntropyLoss.
 Timing: CUDA events around each of 30 calls after 5 warm-up calls (the first compiles and autotunes);
-the median is reported. Memory: torch.cuda.max_memory_allocated above what was allocated before.
+the median is the figure in extra_info, for both sides. pytest-benchmark's own columns time smallgpt's
+call with a synchronisation after each. Memory: torch.cuda.max_memory_allocated above what was
+allocated before.
 """
 
 from __future__ import annotations
@@ -21,6 +23,12 @@ from collections.abc import Callable
 import pytest
 import torch
 import torch.nn.functional as F
+from pytest_benchmark.fixture import BenchmarkFixture
+from smallgpt.kernels.attention import flash_attention
+from smallgpt.kernels.cross_entropy import cross_entropy, linear_cross_entropy
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from benches.report import report
 
 pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="kernel benchmarks need a CUDA device"
@@ -49,6 +57,18 @@ def _median_ms(fn: Callable[[], object], warmup: int = WARMUP, iters: int = ITER
     return statistics.median(start.elapsed_time(end) for start, end in events)
 
 
+def _time_ours(benchmark: BenchmarkFixture, fn: Callable[[], object]) -> float:
+    """Times `fn` for pytest-benchmark (each call synchronised, so its columns are whole calls as
+    the host sees them), then returns its CUDA-event median in ms, measured as the peer's is."""
+
+    def synced() -> None:
+        fn()
+        torch.cuda.synchronize()
+
+    benchmark.pedantic(synced, rounds=ITERS, warmup_rounds=WARMUP)
+    return _median_ms(fn)
+
+
 def _peak_mib(fn: Callable[[], object]) -> float:
     """Peak memory `fn` allocates beyond what is already allocated, in MiB (fn warmed up first)."""
     fn()
@@ -60,16 +80,6 @@ def _peak_mib(fn: Callable[[], object]) -> float:
     fn()
     torch.cuda.synchronize()
     return (torch.cuda.max_memory_allocated() - base) / 2**20
-
-
-def _machine() -> dict[str, str]:
-    import triton
-
-    return {
-        "gpu": torch.cuda.get_device_name(),
-        "torch": torch.__version__,
-        "triton": triton.__version__,
-    }
 
 
 def _peak_bandwidth_gbs() -> float | None:
@@ -93,12 +103,16 @@ def _fused_qkv(batch: int) -> tuple[torch.Tensor, ...]:
     return qkv, q, k, v
 
 
-@pytest.mark.parametrize("batch", BATCHES)
-@pytest.mark.parametrize("dropout_p", [0.0, 0.1])
-def test_attention_vs_sdpa_flash(record, batch, dropout_p):
-    from smallgpt.kernels.attention import flash_attention
-    from torch.nn.attention import SDPBackend, sdpa_kernel
+# (pass, dropout_p, target); the forward alone is timed without dropout only.
+ATTENTION_CASES = [("fwd", 0.0, ">= 0.9"), ("fwd+bwd", 0.0, ">= 0.8"), ("fwd+bwd", 0.1, None)]
 
+
+@pytest.mark.benchmark(group="attention")
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize(
+    ("pass_", "dropout_p", "target"), ATTENTION_CASES, ids=["fwd", "fwd+bwd", "fwd+bwd-dropout"]
+)
+def test_attention_vs_sdpa_flash(benchmark, batch, pass_, dropout_p, target):
     qkv, q, k, v = _fused_qkv(batch)
     grad_out = torch.randn(batch, HEADS, SEQ, HEAD_DIM, device="cuda", dtype=torch.bfloat16)
 
@@ -108,52 +122,38 @@ def test_attention_vs_sdpa_flash(record, batch, dropout_p):
     def sdpa():
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)
 
-    def step(attend):
+    def as_pass(attend):
+        if pass_ == "fwd":
+            return attend
         return lambda: torch.autograd.grad(attend(), qkv, grad_out)
 
-    with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
-        if dropout_p == 0.0:
-            with torch.no_grad():
-                fwd_ours, fwd_sdpa = _median_ms(ours), _median_ms(sdpa)
-        both_ours, both_sdpa = _median_ms(step(ours)), _median_ms(step(sdpa))
+    with sdpa_kernel(SDPBackend.FLASH_ATTENTION), torch.set_grad_enabled(pass_ != "fwd"):
+        ours_ms = _time_ours(benchmark, as_pass(ours))
+        sdpa_ms = _median_ms(as_pass(sdpa))
 
-    shape = {"batch": batch, "heads": HEADS, "seq": SEQ, "head_dim": HEAD_DIM, "dtype": "bf16"}
-    causal_flops = 4 * batch * HEADS * SEQ * SEQ * HEAD_DIM / 2
-    label = f"B={batch} p={dropout_p}"
-    if dropout_p == 0.0:
-        record(
-            "attention",
-            f"fwd speed vs sdpa-flash {label}",
-            fwd_sdpa / fwd_ours,
-            "x",
-            ours_ms=fwd_ours,
-            sdpa_ms=fwd_sdpa,
-            target=">=0.9",
-            ours_tflops=causal_flops / fwd_ours / 1e9,
-            **shape,
-            **_machine(),
-        )
-    record(
-        "attention",
-        f"fwd+bwd speed vs sdpa-flash {label}",
-        both_sdpa / both_ours,
-        "x",
-        ours_ms=both_ours,
-        sdpa_ms=both_sdpa,
-        target=">=0.8" if dropout_p == 0 else "",
-        ours_tflops=3.5 * causal_flops / both_ours / 1e9,
-        **shape,
-        **_machine(),
+    # Causal attention's matmul FLOPs; the backward does about 2.5x the forward's.
+    flops = 4 * batch * HEADS * SEQ * SEQ * HEAD_DIM / 2 * (1.0 if pass_ == "fwd" else 3.5)
+    report(
+        benchmark,
+        ours_ms,
+        "ms",
+        {"sdpa-flash": sdpa_ms},
+        target=target,
+        ours_tflops=flops / ours_ms / 1e9,
+        batch=batch,
+        heads=HEADS,
+        seq=SEQ,
+        head_dim=HEAD_DIM,
+        dtype="bf16",
     )
 
 
 # --- linear cross-entropy -----------------------------------------------------------------------
 
 
+@pytest.mark.benchmark(group="linear_cross_entropy")
 @pytest.mark.parametrize("batch", BATCHES)
-def test_linear_cross_entropy_vs_unfused_head(record, batch):
-    from smallgpt.kernels.cross_entropy import linear_cross_entropy
-
+def test_linear_cross_entropy_vs_unfused_head(benchmark, batch):
     tokens = batch * SEQ
     hidden = torch.randn(tokens, EMBED, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     weight = torch.randn(PADDED_VOCAB, EMBED, device="cuda", dtype=torch.bfloat16) * 0.02
@@ -169,29 +169,22 @@ def test_linear_cross_entropy_vs_unfused_head(record, batch):
         return torch.autograd.grad(loss, (hidden, weight))
 
     mem_ours, mem_unfused = _peak_mib(ours), _peak_mib(unfused)
-    ms_ours, ms_unfused = _median_ms(ours), _median_ms(unfused)
-    shape = {"tokens": tokens, "embed": EMBED, "vocab": VOCAB, "dtype": "bf16"}
-    record(
-        "linear_ce",
-        f"peak memory vs unfused B={batch}",
-        mem_ours / mem_unfused,
-        "ratio",
+    ms_ours = _time_ours(benchmark, ours)
+    ms_unfused = _median_ms(unfused)
+    report(
+        benchmark,
+        ms_ours,
+        "ms",
+        {"unfused F.cross_entropy": ms_unfused},
+        target=">= 1.0",
         ours_mib=mem_ours,
         unfused_mib=mem_unfused,
-        target="<=0.25",
-        **shape,
-        **_machine(),
-    )
-    record(
-        "linear_ce",
-        f"fwd+bwd speed vs unfused B={batch}",
-        ms_unfused / ms_ours,
-        "x",
-        ours_ms=ms_ours,
-        unfused_ms=ms_unfused,
-        target=">=1.0",
-        **shape,
-        **_machine(),
+        memory_ratio=mem_unfused / mem_ours,
+        memory_target=">= 4 (a quarter of the unfused head's memory)",
+        tokens=tokens,
+        embed=EMBED,
+        vocab=VOCAB,
+        dtype="bf16",
     )
 
 
@@ -205,69 +198,55 @@ def _fresh_logits(tokens: int, count: int) -> list[torch.Tensor]:
     return [base.clone().requires_grad_() for _ in range(count)]
 
 
-def _timed_over(inputs: list[torch.Tensor], loss_fn, targets) -> float:
+def _step_over(inputs: list[torch.Tensor], loss_fn, targets) -> Callable[[], object]:
+    """One forward+backward per call, each on the next of `inputs`."""
     feed = iter(inputs)
 
     def step():
         logits = next(feed)
         return torch.autograd.grad(loss_fn(logits, targets), logits)
 
-    return _median_ms(step)
+    return step
 
 
+@pytest.mark.benchmark(group="cross_entropy")
 @pytest.mark.parametrize("batch", BATCHES)
-def test_cross_entropy_bandwidth(record, batch):
-    from smallgpt.kernels.cross_entropy import cross_entropy
-
+def test_cross_entropy_bandwidth(benchmark, batch):
     tokens = batch * SEQ
     targets = torch.randint(0, VOCAB, (tokens,), device="cuda")
     peers = {"torch": lambda x, t: F.cross_entropy(x, t)}
     try:
-        from liger_kernel.transformers import LigerCrossEntropyLoss
+        from liger_kernel.transformers import LigerCrossEntropyLoss  # optional peer
 
         peers["liger"] = LigerCrossEntropyLoss()
     except ImportError:
         pass
 
-    ms = {}
-    for name, loss_fn in [("ours", cross_entropy), *peers.items()]:
+    # Ours leaves its input alone, so its calls reuse one (the logits are far larger than L2 at
+    # both batches); Liger overwrites its input, so each peer call gets a fresh one.
+    reused = _fresh_logits(tokens, 1) * (2 * (WARMUP + ITERS))  # _time_ours calls it that often
+    ours_ms = _time_ours(benchmark, _step_over(reused, cross_entropy, targets))
+    del reused
+    peer_ms = {}
+    for name, loss_fn in peers.items():
         inputs = _fresh_logits(tokens, WARMUP + ITERS)
-        ms[name] = _timed_over(inputs, loss_fn, targets)
+        peer_ms[name] = _median_ms(_step_over(inputs, loss_fn, targets))
         del inputs
         torch.cuda.empty_cache()
 
     # forward reads the logits and writes their gradient, backward reads it and writes the scaled one
     moved_gb = 4 * tokens * VOCAB * 2 / 1e9
-    details = {"tokens": tokens, "vocab": VOCAB, "dtype": "bf16", **_machine()}
-    achieved = moved_gb / (ms["ours"] / 1e3)
+    achieved = moved_gb / (ours_ms / 1e3)
     peak = _peak_bandwidth_gbs()
-    if peak is not None:
-        record(
-            "cross_entropy",
-            f"fwd+bwd bandwidth / peak B={batch}",
-            achieved / peak,
-            "fraction",
-            achieved_gbs=achieved,
-            peak_gbs=peak,
-            ours_ms=ms["ours"],
-            **details,
-        )
-    else:
-        record(
-            "cross_entropy",
-            f"fwd+bwd bandwidth B={batch}",
-            achieved,
-            "GB/s",
-            ours_ms=ms["ours"],
-            **details,
-        )
-    for name in peers:
-        record(
-            "cross_entropy",
-            f"fwd+bwd speed vs {name} B={batch}",
-            ms[name] / ms["ours"],
-            "x",
-            ours_ms=ms["ours"],
-            peer_ms=ms[name],
-            **details,
-        )
+    report(
+        benchmark,
+        ours_ms,
+        "ms",
+        peer_ms,
+        achieved_gbs=achieved,
+        peak_gbs=peak,
+        bandwidth_fraction=achieved / peak if peak is not None else None,
+        tokens=tokens,
+        vocab=VOCAB,
+        dtype="bf16",
+    )

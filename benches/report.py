@@ -1,9 +1,9 @@
 """Each bench's figures, written into pytest-benchmark's `extra_info` (kept by `--benchmark-json`).
 
-pytest-benchmark's own columns time the call given to the `benchmark` fixture: smallgpt's side, in
-process or, where the bench measures in a fresh process, the whole child (start-up included). The
-figure the bench is about, measured the way its docstring says, is `extra_info["value"]`; beside it
-the fastest peer's figure and the ratio.
+pytest-benchmark's own columns time the call given to the `benchmark` fixture: smallgpt's side in
+process, or, where the measurement is a child process, that child's whole run (start-up included;
+`benchmark.pedantic`). The figure the bench is about, measured as its module's docstring says, is
+`extra_info["value"]`; beside it the fastest peer's figure and the ratio.
 """
 
 from __future__ import annotations
