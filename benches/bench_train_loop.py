@@ -33,10 +33,12 @@ import time
 
 import torch
 from smallgpt.config import load_config
-from smallgpt.data import RandomWindowBatches, load_meta
+from smallgpt.data.datasets import RandomWindowBatches
+from smallgpt.data.shards import load_meta
 from smallgpt.model import SmallGPT
-from smallgpt.schedule import get_cosine_schedule_with_warmup
-from smallgpt.train import Trainer, TrainerCallback
+from smallgpt.optim.schedule import get_cosine_schedule_with_warmup
+from smallgpt.train.callbacks import TrainerCallback
+from smallgpt.train.trainer import Trainer
 
 # The plain loop, as the user's guide writes it.
 meta = load_meta(SHARDS)

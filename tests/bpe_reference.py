@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 import regex
-from smallgpt.tokenizer import Tokenizer
+from smallgpt.tokenizer.bpe import Tokenizer
 
 
 def bytes_to_unicode() -> dict[int, str]:

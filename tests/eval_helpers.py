@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from smallgpt.checkpoint import write_checkpoint
-from smallgpt.config import PACKAGE_DIR
-from smallgpt.model import SmallGPT
-from smallgpt.tokenizer import Tokenizer
+from smallgpt.checkpoint.store import write_checkpoint
+from smallgpt.config.loader import PACKAGE_DIR
+from smallgpt.model.gpt import SmallGPT
+from smallgpt.tokenizer.bpe import Tokenizer
 
 from tests.train_helpers import single_thread
 

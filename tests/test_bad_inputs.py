@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from smallgpt.train import main
+from smallgpt.train.cli import main
 
 from tests.eval_helpers import one_torch_thread, tiny_tokenizer  # noqa: F401 (a fixture)
 from tests.train_helpers import TINY, make_shards, write_text_sample

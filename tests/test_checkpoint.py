@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
-from smallgpt.checkpoint import (
+from smallgpt.checkpoint.load import load_model, save_checkpoint
+from smallgpt.checkpoint.store import (
     MANIFEST_FILE,
     MODEL_FILE,
     CheckpointError,
@@ -22,14 +23,12 @@ from smallgpt.checkpoint import (
     capture_rng_state,
     find_latest_checkpoint,
     load_checkpoint,
-    load_model,
     restore_rng_state,
-    save_checkpoint,
     verify_checkpoint,
     write_checkpoint,
 )
-from smallgpt.model import SmallGPT
-from smallgpt.schedule import get_cosine_schedule_with_warmup
+from smallgpt.model.gpt import SmallGPT
+from smallgpt.optim.schedule import get_cosine_schedule_with_warmup
 
 from tests.train_helpers import single_thread
 
@@ -137,7 +136,7 @@ def test_crash_during_write_leaves_the_previous_checkpoint_and_no_partial_one(tm
     script = textwrap.dedent(
         f"""
         import os, torch
-        import smallgpt.checkpoint as ck
+        import smallgpt.checkpoint.store as ck
         from smallgpt.model import SmallGPT
         torch.manual_seed(0)
         model = SmallGPT(61, embed_dim=32, num_heads=4, num_layers=2, max_seq_len=16)

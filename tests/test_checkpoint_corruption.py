@@ -8,17 +8,17 @@ import os
 from pathlib import Path
 
 import pytest
-from smallgpt.checkpoint import (
+from smallgpt.checkpoint.load import load_model
+from smallgpt.checkpoint.resolve import resolve_checkpoint
+from smallgpt.checkpoint.store import (
     MANIFEST_FILE,
     MODEL_FILE,
     CheckpointError,
     CheckpointManager,
     find_latest_checkpoint,
-    load_model,
 )
-from smallgpt.evaluate import main as evaluate_main
-from smallgpt.inference import resolve_checkpoint
-from smallgpt.train import main as train_main
+from smallgpt.evaluate.cli import main as evaluate_main
+from smallgpt.train.cli import main as train_main
 
 from tests.eval_helpers import (  # noqa: F401 (one_torch_thread is a fixture)
     one_torch_thread,

@@ -6,15 +6,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from smallgpt.config import (
+from smallgpt.config.loader import (
     PRESET_DIR,
-    Config,
-    ConfigError,
     config_to_dict,
     load_config,
     resolve_config_path,
     save_config,
 )
+from smallgpt.config.schema import Config, ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = ["data.text_files=[corpus.txt]"]

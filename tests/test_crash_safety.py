@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from smallgpt.checkpoint import CheckpointError, find_latest_checkpoint, verify_checkpoint
-from smallgpt.config import load_config
-from smallgpt.logger import read_metrics
-from smallgpt.train import Trainer
+from smallgpt.checkpoint.store import CheckpointError, find_latest_checkpoint, verify_checkpoint
+from smallgpt.config.loader import load_config
+from smallgpt.train.logger import read_metrics
+from smallgpt.train.trainer import Trainer
 
 from tests.eval_helpers import one_torch_thread  # noqa: F401 (a fixture)
 from tests.train_helpers import TINY, make_shards
@@ -29,7 +29,7 @@ MAX_STEPS = 30
 # lands inside a write (the package has no such hook; this patches the child process only).
 SLOW_WRITES = """
 import sys, time
-import smallgpt.checkpoint as ck
+import smallgpt.checkpoint.store as ck
 from smallgpt.train import main
 flush = ck._fsync_path
 def slow_flush(path):

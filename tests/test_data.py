@@ -12,15 +12,9 @@ import sys
 import numpy as np
 import pytest
 import torch
-from smallgpt.data import (
-    RandomWindowBatches,
-    TextDataset,
-    TokenShardDataset,
-    bytes_per_token,
-    load_meta,
-    prepare_shards,
-)
-from smallgpt.tokenizer import Tokenizer
+from smallgpt.data.datasets import RandomWindowBatches, TextDataset, TokenShardDataset
+from smallgpt.data.shards import bytes_per_token, load_meta, prepare_shards
+from smallgpt.tokenizer.bpe import Tokenizer
 from torch.utils.data import DataLoader
 
 
@@ -155,7 +149,7 @@ def test_prepare_cli_writes_the_same_shards(tmp_path, shards, tokenizer):
 
 def test_splitting_in_small_chunks_gives_the_same_shards(tmp_path, monkeypatch, shards, tokenizer):
     out, meta, paths = shards
-    monkeypatch.setattr("smallgpt.data._COPY_CHUNK", 7)
+    monkeypatch.setattr("smallgpt.data.shards._COPY_CHUNK", 7)
     small = prepare_shards(tokenizer, paths, tmp_path, val_fraction=0.05, show_progress=False)
     assert small["splits"] == meta["splits"]
     for name in ("train.bin", "val.bin"):

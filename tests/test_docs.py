@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from smallgpt.config import Config, config_to_dict, valid_keys
+from smallgpt.config.loader import config_to_dict, valid_keys
+from smallgpt.config.schema import Config
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -111,7 +112,9 @@ def test_every_shell_block_of_the_readme_is_run_by_a_test():
     starts = [first_command(block) for block in bash_blocks()]
     for start in starts:
         owners = [key for key in RUN_BY if start.startswith(key)]
-        assert len(owners) == 1, f"no test runs the README's bash block {start!r}: add one to RUN_BY"
+        assert len(owners) == 1, (
+            f"no test runs the README's bash block {start!r}: add one to RUN_BY"
+        )
     assert len(starts) == len(RUN_BY), starts
 
 
@@ -126,7 +129,10 @@ def test_the_profiling_example_runs(tmp_path):
     done = subprocess.run(
         ["bash", "-c", "set -euo pipefail\n" + block],
         cwd=tmp_path,
-        env={**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"},
+        env={
+            **os.environ,
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        },
         capture_output=True,
         text=True,
         timeout=600,

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from smallgpt.tokenizer import Tokenizer
+from smallgpt.tokenizer.bpe import Tokenizer
 
 from tests.corpora import CORPORA, corpus_path
 from tests.tokenizer_helpers import TOKENIZERS, corpus_text, tiktoken_twin, trained

@@ -11,16 +11,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from smallgpt.data import TextDataset, prepare_shards
-from smallgpt.evaluate import (
-    TextWindows,
-    compute_bleu_score,
-    compute_perplexity,
-    corpus_bleu,
-    evaluate_checkpoint,
-    evaluate_lm,
-    main,
-)
+from smallgpt.data.datasets import TextDataset
+from smallgpt.data.shards import prepare_shards
+from smallgpt.evaluate.bleu import compute_bleu_score, corpus_bleu
+from smallgpt.evaluate.cli import main
+from smallgpt.evaluate.lm import TextWindows, compute_perplexity, evaluate_checkpoint, evaluate_lm
 from torch.utils.data import DataLoader
 
 from tests.eval_helpers import (  # noqa: F401 (one_torch_thread is a fixture)

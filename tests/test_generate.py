@@ -5,20 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from smallgpt.generate import (
-    generate,
-    generate_text,
-    iter_generate,
+from smallgpt.generate.decoding import generate, generate_text, iter_generate, stream_text
+from smallgpt.generate.sampling import (
     min_p_filter,
     sample_next_token,
-    stream_text,
     top_k_filter,
     top_k_sampling,
     top_p_filter,
     top_p_sampling,
 )
-from smallgpt.model import SmallGPT
-from smallgpt.tokenizer import Tokenizer
+from smallgpt.model.gpt import SmallGPT
+from smallgpt.tokenizer.bpe import Tokenizer
 
 VOCAB = 97
 

@@ -9,9 +9,9 @@ import subprocess
 import sys
 
 import pytest
-from smallgpt.checkpoint import MODEL_FILE, CheckpointManager
-from smallgpt.generate import generate_text
-from smallgpt.generate_cli import main, stream_sample
+from smallgpt.checkpoint.store import MODEL_FILE, CheckpointManager
+from smallgpt.generate.cli import main, stream_sample
+from smallgpt.generate.decoding import generate_text
 
 from tests.eval_helpers import (  # noqa: F401 (one_torch_thread is a fixture)
     one_torch_thread,

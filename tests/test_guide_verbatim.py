@@ -24,9 +24,9 @@ import smallgpt
 import torch
 import torch.nn.functional as F
 import yaml
-from smallgpt.checkpoint import load_model
-from smallgpt.config import config_from_dict
-from smallgpt.generate import generate
+from smallgpt.checkpoint.load import load_model
+from smallgpt.config.loader import config_from_dict
+from smallgpt.generate.decoding import generate
 from torch.utils.data import DataLoader, Subset
 
 from tests.corpora import shared_data_dir

@@ -163,7 +163,7 @@ def check_validation(ns):
 
 
 def check_checkpoint(ns):
-    from smallgpt.checkpoint import verify_checkpoint
+    from smallgpt.checkpoint.store import verify_checkpoint
 
     assert ns["checkpoint"] == Path(f"models/checkpoint_step_{ns['TRAIN_STEPS']}")
     verify_checkpoint(ns["checkpoint"])

@@ -14,9 +14,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from smallgpt.checkpoint import load_model, load_tokenizer
-from smallgpt.config import ConfigError, DataSection, HealthSection, load_config
-from smallgpt.health import (
+from smallgpt.checkpoint.load import load_model, load_tokenizer
+from smallgpt.config.loader import load_config
+from smallgpt.config.schema import ConfigError, DataSection, HealthSection
+from smallgpt.train.callbacks import TrainerCallback, TrainingHealthWarning
+from smallgpt.train.health import (
     DIVERGENCE,
     EXPLODING_GRADIENTS,
     OVERFITTING,
@@ -24,11 +26,10 @@ from smallgpt.health import (
     GradientSpikeDetector,
     OverfitDetector,
     PlateauDetector,
-    TrainingHealthWarning,
 )
-from smallgpt.logger import read_metrics
-from smallgpt.runtime import cpu_has_native_bf16
-from smallgpt.train import Trainer, TrainerCallback
+from smallgpt.train.logger import read_metrics
+from smallgpt.train.runtime import cpu_has_native_bf16
+from smallgpt.train.trainer import Trainer
 from train_helpers import SHAKESPEARE, make_shards, run_tiny, single_thread
 
 DEFAULTS = HealthSection()
@@ -305,7 +306,7 @@ def tensorboard_texts(log_dir: Path, tag: str) -> list[str]:
 def test_tiny_training_set_overfits_and_early_stopping_keeps_the_best_checkpoint(tmp_path):
     text = tmp_path / "small.txt"
     text.write_text(SHAKESPEARE.read_text(encoding="utf-8")[:2200], encoding="utf-8")
-    from smallgpt.prepare import prepare_data
+    from smallgpt.data.prepare import prepare_data
 
     data = DataSection(text_files=[str(text)], tokenizer_vocab_size=300, val_fraction=0.3)
     shards = prepare_data(data, tmp_path, show_progress=False).shard_dir
@@ -340,7 +341,7 @@ def test_tiny_training_set_overfits_and_early_stopping_keeps_the_best_checkpoint
 
 
 def test_cli_prints_the_warning_above_the_progress_bar_and_in_the_summary(tmp_path, capsys):
-    from smallgpt.train import main as train_main
+    from smallgpt.train.cli import main as train_main
     from train_helpers import TINY
 
     with single_thread():
@@ -433,7 +434,7 @@ def test_demo_at_lr_10_warns_of_divergence_within_10_steps(tmp_path):
 
 @pytest.mark.slow
 def test_demo_at_lr_10_stops_on_divergence_keeping_the_checkpoint_before_it(tmp_path, capsys):
-    from smallgpt.train import main as train_main
+    from smallgpt.train.cli import main as train_main
 
     run = tmp_path / "run"
     overrides = [

@@ -6,8 +6,8 @@ import json
 
 import pytest
 import torch
-from smallgpt.hf import export_hf, import_hf
-from smallgpt.model import SmallGPT
+from smallgpt.model.gpt import SmallGPT
+from smallgpt.model.hf import export_hf, import_hf
 
 transformers = pytest.importorskip("transformers")
 
@@ -88,7 +88,7 @@ def test_import_refuses_missing_files_and_unsupported_variants(tmp_path):
 
 @pytest.fixture(scope="module")
 def tokenizer(shared_data):
-    from smallgpt.tokenizer import Tokenizer
+    from smallgpt.tokenizer.bpe import Tokenizer
 
     text = (shared_data / "tinyshakespeare.txt").read_text(encoding="utf-8")[:30_000]
     return Tokenizer.train([text], vocab_size=300)
@@ -109,7 +109,7 @@ def test_exported_tokenizer_loads_in_transformers_and_imports_back(tmp_path, tok
 
 
 def test_greedy_generation_matches_transformers_generate(tmp_path, tokenizer):
-    from smallgpt.generate import generate
+    from smallgpt.generate.decoding import generate
 
     torch.manual_seed(0)
     model = perturb(SmallGPT(tokenizer.vocab_size, 32, 4, 2, 64, 0.0)).double().eval()

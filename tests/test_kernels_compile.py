@@ -22,7 +22,17 @@ from smallgpt.kernels._support import triton_importable
 _REPO = Path(__file__).resolve().parent.parent
 _ARCHS = ("sm_80", "sm_86", "sm_89", "sm_90")
 _LIMITS = {"sm_80": 163 * 1024, "sm_86": 99 * 1024, "sm_89": 99 * 1024, "sm_90": 227 * 1024}
-_KEYS = {"kernel", "head_dim", "dtype", "arch", "config", "shared_bytes", "registers", "spills", "fits"}
+_KEYS = {
+    "kernel",
+    "head_dim",
+    "dtype",
+    "arch",
+    "config",
+    "shared_bytes",
+    "registers",
+    "spills",
+    "fits",
+}
 
 
 def _run_check(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, list[dict]]:

@@ -10,7 +10,8 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-from smallgpt.model import ModelConfig, SmallGPT, count_real_tokens
+from smallgpt.model.config import ModelConfig
+from smallgpt.model.gpt import SmallGPT, count_real_tokens
 
 
 def tiny(vocab: int = 97, **overrides) -> SmallGPT:

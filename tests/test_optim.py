@@ -7,9 +7,9 @@ import copy
 
 import pytest
 import torch
-from smallgpt.model import SmallGPT
-from smallgpt.optim import MuonWithAdamW, build_optimizer, is_muon_matrix
-from smallgpt.schedule import get_cosine_schedule_with_warmup
+from smallgpt.model.gpt import SmallGPT
+from smallgpt.optim.optimizers import MuonWithAdamW, build_optimizer, is_muon_matrix
+from smallgpt.optim.schedule import get_cosine_schedule_with_warmup
 
 HYPER = {"lr": 3e-3, "betas": (0.9, 0.95), "weight_decay": 0.1, "eps": 1e-8}
 

@@ -7,8 +7,9 @@ import re
 
 import pytest
 import torch
-from smallgpt.oom import out_of_memory_advice
-from smallgpt.train import Trainer, main
+from smallgpt.train.cli import main
+from smallgpt.train.oom import out_of_memory_advice
+from smallgpt.train.trainer import Trainer
 
 from tests.train_helpers import TINY, make_shards, single_thread
 

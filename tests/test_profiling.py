@@ -8,7 +8,7 @@ import re
 
 import pytest
 import torch
-from smallgpt.profiling import PROFILE_DIR, TABLE_FILE, TRACE_FILE, top_operators_table
+from smallgpt.train.profiling import PROFILE_DIR, TABLE_FILE, TRACE_FILE, top_operators_table
 from train_helpers import make_shards, run_tiny, single_thread
 
 

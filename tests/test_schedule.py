@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from smallgpt.schedule import get_cosine_schedule_with_warmup
+from smallgpt.optim.schedule import get_cosine_schedule_with_warmup
 
 
 def optimizer(lr: float = 1e-3) -> torch.optim.Optimizer:

@@ -9,8 +9,9 @@ import sys
 
 import numpy as np
 import pytest
-from smallgpt.tokenizer import SimpleTokenizer, Tokenizer
-from smallgpt.tokenizer_cli import main
+from smallgpt.tokenizer.bpe import Tokenizer
+from smallgpt.tokenizer.cli import main
+from smallgpt.tokenizer.simple import SimpleTokenizer
 
 from tests.corpora import corpus_path
 from tests.tokenizer_helpers import PATTERNS, corpus_text, tiktoken_twin, trained

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from smallgpt.tokenizer import EOS_TOKEN, PAD_TOKEN, SimpleTokenizer, Tokenizer
+from smallgpt.tokenizer.bpe import EOS_TOKEN, PAD_TOKEN, Tokenizer
+from smallgpt.tokenizer.simple import SimpleTokenizer
 
 # any code point but surrogates, with the special token strings and their fragments mixed in
 TEXT = st.lists(

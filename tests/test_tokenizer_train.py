@@ -7,10 +7,10 @@ import warnings
 from pathlib import Path
 
 import pytest
-import smallgpt.tokenizer as tokenizer_module
+import smallgpt.tokenizer.bpe as tokenizer_module
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from smallgpt.tokenizer import DEFAULT_SPECIAL_TOKENS, Tokenizer
+from smallgpt.tokenizer.bpe import DEFAULT_SPECIAL_TOKENS, Tokenizer
 
 from tests.bpe_reference import hf_merges, our_merges, reference_merges
 from tests.corpora import CORPORA

@@ -12,10 +12,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
-from smallgpt.checkpoint import find_latest_checkpoint
-from smallgpt.data import TokenShardDataset, load_meta
-from smallgpt.model import SmallGPT
-from smallgpt.train import Trainer, TrainerCallback, TrainingDivergedError, accumulate_gradients
+from smallgpt.checkpoint.store import find_latest_checkpoint
+from smallgpt.data.datasets import TokenShardDataset
+from smallgpt.data.shards import load_meta
+from smallgpt.model.gpt import SmallGPT
+from smallgpt.train.trainer import (
+    Trainer,
+    TrainerCallback,
+    TrainingDivergedError,
+    accumulate_gradients,
+)
 
 from tests.train_helpers import (
     make_shards,
@@ -264,8 +270,8 @@ def test_loss_plot_is_skipped_with_one_note_without_matplotlib(tmp_path, monkeyp
 
 
 def test_prepared_shards_are_reused_until_their_inputs_change(tmp_path):
-    from smallgpt.config import DataSection
-    from smallgpt.prepare import prepare_data
+    from smallgpt.config.schema import DataSection
+    from smallgpt.data.prepare import prepare_data
 
     text = write_text_sample(tmp_path / "sample.txt", 20_000)
     data = DataSection(text_files=[str(text)], tokenizer_vocab_size=300, val_fraction=0.1)
@@ -292,10 +298,16 @@ def test_prepared_shards_are_reused_until_their_inputs_change(tmp_path):
         prepare_data(DataSection(text_files=["missing.txt"]), tmp_path / "x", show_progress=False)
 
 
-def test_a_run_shorter_than_its_warmup_warms_up_over_its_steps_and_says_so(shards, tmp_path, capsys):
+def test_a_run_shorter_than_its_warmup_warms_up_over_its_steps_and_says_so(
+    shards, tmp_path, capsys
+):
     lr, steps = 3e-3, 5
     _, recorder = run_tiny(
-        shards, tmp_path / "run", f"train.max_steps={steps}", "optim.warmup_steps=60", f"optim.lr={lr}"
+        shards,
+        tmp_path / "run",
+        f"train.max_steps={steps}",
+        "optim.warmup_steps=60",
+        f"optim.lr={lr}",
     )
     # step n (1-based) trains with the factor after n - 1 scheduler steps: (n - 1) / steps
     assert [r.lr for r in recorder.steps] == pytest.approx([lr * n / steps for n in range(steps)])

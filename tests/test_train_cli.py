@@ -10,11 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from smallgpt.checkpoint import load_model, load_tokenizer, verify_checkpoint
-from smallgpt.config import load_config
-from smallgpt.generate import generate_text
-from smallgpt.logger import read_metrics
-from smallgpt.train import main as train_main
+from smallgpt.checkpoint.load import load_model, load_tokenizer
+from smallgpt.checkpoint.store import verify_checkpoint
+from smallgpt.config.loader import load_config
+from smallgpt.generate.decoding import generate_text
+from smallgpt.train.cli import main as train_main
+from smallgpt.train.logger import read_metrics
 
 from tests.train_helpers import TINY, make_shards, run_tiny, single_thread, write_text_sample
 

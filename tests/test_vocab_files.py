@@ -8,7 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
-from smallgpt.tokenizer import SimpleTokenizer, Tokenizer
+from smallgpt.tokenizer.bpe import Tokenizer
+from smallgpt.tokenizer.simple import SimpleTokenizer
 
 from tests.corpora import CORPORA
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 
-from smallgpt.tokenizer import Tokenizer
+from smallgpt.tokenizer.bpe import Tokenizer
 
 from tests.corpora import corpus_path
 

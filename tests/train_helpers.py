@@ -7,8 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from smallgpt.config import PACKAGE_DIR, load_config
-from smallgpt.train import StepResult, Trainer, TrainerCallback
+from smallgpt.config.loader import PACKAGE_DIR, load_config
+from smallgpt.train.callbacks import StepResult, TrainerCallback
+from smallgpt.train.trainer import Trainer
 
 SHAKESPEARE = PACKAGE_DIR / "assets" / "tinyshakespeare.txt"
 
@@ -92,8 +93,8 @@ def run_tiny(shard_dir: Path, run_dir: Path, *overrides: str, resume=None, callb
 
 def make_shards(root: Path) -> Path:
     """Token shards (10% validation) of a Tiny Shakespeare sample with a 300-token tokenizer."""
-    from smallgpt.config import DataSection
-    from smallgpt.prepare import prepare_data
+    from smallgpt.config.schema import DataSection
+    from smallgpt.data.prepare import prepare_data
 
     text = write_text_sample(root / "sample.txt")
     data = DataSection(text_files=[str(text)], tokenizer_vocab_size=300, val_fraction=0.1)

@@ -2,7 +2,7 @@
 
 Importing the package is cheap: the names below are loaded from their modules on first use,
 so `import smallgpt` does not pull in torch until a model-side name is touched.
-`smallgpt.generate` is the generation module (its `generate` function is `smallgpt.generate.generate`).
+`smallgpt.generate` is the generation package (its `generate` function is `smallgpt.generate.generate`).
 """
 
 from __future__ import annotations
@@ -16,26 +16,26 @@ __version__: str = _bpe.__version__
 
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
-    "Tokenizer": "smallgpt.tokenizer",
-    "SimpleTokenizer": "smallgpt.tokenizer",
-    "StreamDecoder": "smallgpt.tokenizer",
-    "ModelConfig": "smallgpt.model",
-    "SmallGPT": "smallgpt.model",
-    "TextDataset": "smallgpt.data",
-    "TokenShardDataset": "smallgpt.data",
-    "generate_text": "smallgpt.generate",
-    "top_k_sampling": "smallgpt.generate",
-    "top_p_sampling": "smallgpt.generate",
+    "Tokenizer": "smallgpt.tokenizer.bpe",
+    "SimpleTokenizer": "smallgpt.tokenizer.simple",
+    "StreamDecoder": "smallgpt.tokenizer.bpe",
+    "ModelConfig": "smallgpt.model.config",
+    "SmallGPT": "smallgpt.model.gpt",
+    "TextDataset": "smallgpt.data.datasets",
+    "TokenShardDataset": "smallgpt.data.datasets",
+    "generate_text": "smallgpt.generate.decoding",
+    "top_k_sampling": "smallgpt.generate.sampling",
+    "top_p_sampling": "smallgpt.generate.sampling",
     "get_cosine_schedule_with_warmup": "smallgpt.guide",  # the guide's formula (to 0)
-    "save_checkpoint": "smallgpt.checkpoint",
-    "load_model": "smallgpt.checkpoint",
-    "load_tokenizer": "smallgpt.checkpoint",
-    "load_config": "smallgpt.config",
-    "Trainer": "smallgpt.train",
-    "export_hf": "smallgpt.hf",
-    "import_hf": "smallgpt.hf",
-    "compute_perplexity": "smallgpt.evaluate",
-    "compute_bleu_score": "smallgpt.evaluate",
+    "save_checkpoint": "smallgpt.checkpoint.load",
+    "load_model": "smallgpt.checkpoint.load",
+    "load_tokenizer": "smallgpt.checkpoint.load",
+    "load_config": "smallgpt.config.loader",
+    "Trainer": "smallgpt.train.trainer",
+    "export_hf": "smallgpt.model.hf",
+    "import_hf": "smallgpt.model.hf",
+    "compute_perplexity": "smallgpt.evaluate.lm",
+    "compute_bleu_score": "smallgpt.evaluate.bleu",
     "forward_pass": "smallgpt.guide",
     "compute_loss": "smallgpt.guide",
     "training_step": "smallgpt.guide",

@@ -13,11 +13,19 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from smallgpt.config import Config, ConfigError, load_config
-from smallgpt.runtime import resolve_runtime
+import torch
+
+from smallgpt.checkpoint.load import load_model, load_tokenizer
+from smallgpt.config.loader import load_config
+from smallgpt.config.schema import Config, ConfigError
+from smallgpt.generate.decoding import generate_text
+from smallgpt.model.gpt import SmallGPT
+from smallgpt.train.runtime import resolve_runtime
+from smallgpt.train.trainer import Trainer
 
 PRESET = "demo-cpu"
 PROMPTS = ("ROMEO:", "JULIET:\nO ")
@@ -29,11 +37,6 @@ def steps_within(config: Config, seconds: float, timed_steps: int = 6) -> int:
     Times `timed_steps` steps (after two warm-up steps) of a throwaway model on random tokens,
     with the preset's device, precision and thread count.
     """
-    import time
-
-    import torch
-
-    from smallgpt.model import SmallGPT
 
     m, t, o = config.model, config.train, config.optim
     runtime = resolve_runtime(t.device, t.precision, 0, t.num_threads)
@@ -92,10 +95,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         # validation, and a run cut short loses only the flat tail of the cosine.
         fitting = steps_within(config, budget * 60)
         config.train.max_steps = max(1, min(config.train.max_steps, fitting))
-
-    from smallgpt.checkpoint import load_model, load_tokenizer
-    from smallgpt.generate import generate_text
-    from smallgpt.train import Trainer
 
     t = config.train
     precision = resolve_runtime(t.device, t.precision, 0, t.num_threads).precision

@@ -34,8 +34,8 @@ from torch import Tensor
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
-from smallgpt.data import IGNORE_INDEX
-from smallgpt.evaluate import Batch, batch_tensors, evaluate_lm
+from smallgpt.data.datasets import IGNORE_INDEX
+from smallgpt.evaluate.lm import Batch, batch_tensors, evaluate_lm
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:
@@ -53,7 +53,9 @@ def guide_cosine_factor(step: int, num_warmup_steps: int, num_training_steps: in
     if step >= num_training_steps:
         return 0.0
     decay = num_training_steps - num_warmup_steps
-    cosine = 0.5 * (1.0 + math.cos(math.pi * (step - num_warmup_steps) / decay)) if decay > 0 else 1.0
+    cosine = (
+        0.5 * (1.0 + math.cos(math.pi * (step - num_warmup_steps) / decay)) if decay > 0 else 1.0
+    )
     if num_warmup_steps == 0:
         return cosine
     return min(step / num_warmup_steps, cosine)

@@ -14,15 +14,16 @@ from typing import Any
 
 import torch
 
-from smallgpt.checkpoint import (
+from smallgpt.checkpoint.load import load_model
+from smallgpt.checkpoint.store import (
     BEST_NAME,
     MANIFEST_FILE,
     TOKENIZER_FILE,
     CheckpointError,
     find_latest_checkpoint,
-    load_model,
     verify_checkpoint,
 )
+from smallgpt.tokenizer.bpe import Tokenizer
 
 RUN_CHECKPOINTS = "checkpoints"
 
@@ -100,7 +101,6 @@ def load_tokenizer_for(
 
     Raises CheckpointError when there is no tokenizer at all, ValueError when it does not match.
     """
-    from smallgpt.tokenizer import Tokenizer
 
     own_file = checkpoint / TOKENIZER_FILE
     own = Tokenizer.load(own_file) if own_file.is_file() else None

@@ -14,8 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from smallgpt.checkpoint import sha256_file
-from smallgpt.config import DataSection, resolve_data_path
+from smallgpt.checkpoint.store import sha256_file
+from smallgpt.config.loader import resolve_data_path
+from smallgpt.config.schema import DataSection
+from smallgpt.data.shards import load_meta, prepare_shards
+from smallgpt.tokenizer.bpe import Tokenizer
 
 PREPARED_FROM_FILE = "prepared_from.json"
 
@@ -57,8 +60,6 @@ def prepare_data(
     Raises FileNotFoundError naming the config key of a missing file, ValueError when a given
     tokenizer is not the one the shards were encoded with.
     """
-    from smallgpt.data import load_meta, prepare_shards
-    from smallgpt.tokenizer import Tokenizer
 
     tokenizer_file = None if data.tokenizer is None else _existing(data.tokenizer, "data.tokenizer")
     if not data.text_files:

@@ -20,8 +20,9 @@ from typing import Any
 
 import torch
 
-from smallgpt.checkpoint import CheckpointError
-from smallgpt.generate import _encode_prompt, iter_generate
+from smallgpt.checkpoint.resolve import load_for_inference
+from smallgpt.checkpoint.store import CheckpointError
+from smallgpt.generate.decoding import _encode_prompt, iter_generate
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -115,7 +116,6 @@ def _check_options(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (1: an error, printed on stderr)."""
-    from smallgpt.inference import load_for_inference
 
     args = _parser().parse_args(argv)
     out = sys.stdout

@@ -41,7 +41,13 @@ if interpreting():
 else:
     # Candidates that compile without register spills for head_dim 64 on sm_90 (cuobjdump
     # -res-usage), each list keeping spill-free ones with dropout too; autotuning picks per shape.
-    FWD_SHAPES = [(128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (64, 64, 4, 3), (64, 32, 4, 3)]
+    FWD_SHAPES = [
+        (128, 64, 4, 3),
+        (128, 64, 8, 3),
+        (128, 128, 8, 3),
+        (64, 64, 4, 3),
+        (64, 32, 4, 3),
+    ]
     BWD_KV_SHAPES = [(128, 32, 8, 3), (128, 64, 8, 3), (64, 32, 4, 3), (64, 32, 8, 3)]
     BWD_Q_SHAPES = [(128, 32, 8, 3), (128, 64, 8, 3), (64, 32, 4, 3), (64, 64, 4, 3)]
 QUERY_OWNED = ("BLOCK_M", "BLOCK_N")
@@ -362,7 +368,11 @@ def _grid(owned_tile: str, seq_len: int, batch_heads: int):
 
 
 def _shared(
-    q: torch.Tensor, out: torch.Tensor, seed: torch.Tensor | None, lse: torch.Tensor, dropout_p: float
+    q: torch.Tensor,
+    out: torch.Tensor,
+    seed: torch.Tensor | None,
+    lse: torch.Tensor,
+    dropout_p: float,
 ) -> dict:
     """The launch arguments every attention kernel takes, for inputs like `q` and outputs like `out`."""
     _, heads, seq_len, head_dim = q.shape

@@ -25,7 +25,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--arch", default="sm_80,sm_86,sm_89,sm_90", help="comma-separated")
     parser.add_argument("--dtype", default="fp16,bf16", help="comma-separated: fp16, bf16")
-    parser.add_argument("--kernel", default="", help="only kernels whose name starts with one of these")
+    parser.add_argument(
+        "--kernel", default="", help="only kernels whose name starts with one of these"
+    )
     parser.add_argument("--json", metavar="FILE", help="write every record to FILE as a JSON list")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes")
     return parser
@@ -35,7 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the report; returns the exit status (0: every group has a fitting candidate)."""
     args = _parser().parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") == "1":
-        print("error: unset TRITON_INTERPRET: the report compiles kernels for GPUs", file=sys.stderr)
+        print(
+            "error: unset TRITON_INTERPRET: the report compiles kernels for GPUs", file=sys.stderr
+        )
         return 2
     from smallgpt.kernels import resources  # imports triton, in compiler mode (checked above)
 

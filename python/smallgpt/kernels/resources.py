@@ -115,7 +115,9 @@ def _cross_entropy_jobs(arch: str, dtype: str) -> Iterator[Job]:
                 "BLOCK_V": block,
             }  # fmt: skip
             config = {"BLOCK_V": block, "num_warps": warps, "num_stages": 3}
-            yield Job(name, None, dtype, arch, config, "_cross_entropy_kernel", constexprs, warps, 3)
+            yield Job(
+                name, None, dtype, arch, config, "_cross_entropy_kernel", constexprs, warps, 3
+            )
     _, warps, _ = ce.block_and_warps(ce.LOOP_BLOCK * 2)
     config = {"BLOCK_V": ce.LOOP_BLOCK, "num_warps": warps, "num_stages": 3}
     constexprs = {"BLOCK_V": ce.LOOP_BLOCK}
@@ -144,7 +146,9 @@ def _jit_function(fn_name: str):
 
 
 def _cuobjdump() -> str:
-    bundled = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    bundled = os.path.join(
+        os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump"
+    )
     return bundled if os.path.exists(bundled) else "cuobjdump"
 
 

@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from smallgpt.model import SmallGPT
+from smallgpt.model.gpt import SmallGPT
+from smallgpt.tokenizer.bpe import Tokenizer
 
 # SmallGPT weight name suffixes stored transposed (Conv1D) in HF GPT-2.
 _CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -52,7 +54,6 @@ def export_hf(model: SmallGPT, tokenizer: Any | None, out_dir: str | os.PathLike
     smallgpt_tokenizer.json (ours, read back by `import_hf`). The folder loads with
     `transformers.GPT2LMHeadModel.from_pretrained(out_dir)`.
     """
-    from safetensors.torch import save_file
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -139,7 +140,6 @@ def import_hf(
     missing files (pickled pytorch_model.bin checkpoints are refused, not loaded), ValueError for
     GPT-2 variants SmallGPT cannot represent or weights that do not match the config.
     """
-    from safetensors.torch import load_file
 
     root = Path(model_dir)
     config_path, weights_path = root / "config.json", root / "model.safetensors"
@@ -175,7 +175,5 @@ def import_hf(
     model.load_state_dict(state)
     tokenizer = None
     if (root / _TOKENIZER_FILE).is_file():
-        from smallgpt.tokenizer import Tokenizer
-
         tokenizer = Tokenizer.load(root / _TOKENIZER_FILE)
     return model, tokenizer

@@ -15,6 +15,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from smallgpt.tokenizer.bpe import Tokenizer
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -47,7 +49,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from smallgpt.tokenizer import Tokenizer
 
     tokenizer = Tokenizer.train_files(
         args.input,
@@ -62,7 +63,6 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _encode(args: argparse.Namespace) -> None:
-    from smallgpt.tokenizer import Tokenizer
 
     tokenizer = Tokenizer.load(args.tokenizer)
     missing = [path for path in args.input if not os.path.isfile(path)]
@@ -89,7 +89,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -24,15 +24,15 @@ from __future__ import annotations
 
 import math
 import statistics
-import warnings
 from collections import deque
 from typing import TYPE_CHECKING
 
-from smallgpt.train import StepResult, Trainer, TrainerCallback
+from smallgpt.train.callbacks import StepResult, TrainerCallback, TrainerView
+from smallgpt.train.profiling import StepProfiler
 
 if TYPE_CHECKING:
-    from smallgpt.config import Config, HealthSection
-    from smallgpt.metrics import EvalResult
+    from smallgpt.config.schema import Config, HealthSection
+    from smallgpt.evaluate.metrics import EvalResult
 
 DIVERGENCE = "divergence"
 EXPLODING_GRADIENTS = "exploding_gradients"
@@ -40,10 +40,6 @@ PLATEAU = "plateau"
 OVERFITTING = "overfitting"
 # After either of these, plateau and overfitting advice would be wrong (and theirs covers it).
 EXPLODED = frozenset({DIVERGENCE, EXPLODING_GRADIENTS})
-
-
-class TrainingHealthWarning(UserWarning):
-    """A training run shows one of the common problems (the message says what to change)."""
 
 
 DIVERGENCE_ADVICE = (
@@ -199,22 +195,6 @@ class OverfitDetector:
         return None
 
 
-def report_warning(trainer: Trainer, kind: str, message: str) -> None:
-    """Record a health warning: run summary, metrics.jsonl, TensorBoard text, and the screen
-    (above the progress bar, or as a `TrainingHealthWarning` when there is none)."""
-    trainer.warnings.append(message)
-    if trainer.logger is not None:
-        record = {"event": "warning", "kind": kind, "step": trainer.step, "message": message}
-        trainer.logger.log(record)
-        trainer.logger.log_text(f"warnings/{kind}", message, trainer.step)
-    if not trainer.dist.is_main:
-        return
-    if trainer._progress is not None:
-        trainer._progress.write(f"warning: {message}")
-    else:
-        warnings.warn(message, TrainingHealthWarning, stacklevel=2)
-
-
 class HealthMonitor(TrainerCallback):
     """Runs the four detectors during `Trainer.fit` and reports each kind of problem once.
 
@@ -236,12 +216,12 @@ class HealthMonitor(TrainerCallback):
         self._loss_sum = 0.0
         self._loss_count = 0
 
-    def _fire(self, trainer: Trainer, kind: str, message: str | None) -> None:
+    def _fire(self, trainer: TrainerView, kind: str, message: str | None) -> None:
         if message is not None and kind not in self.fired:
             self.fired.add(kind)
-            report_warning(trainer, kind, message)
+            trainer.report_warning(kind, message)
 
-    def on_train_start(self, trainer: Trainer) -> None:
+    def on_train_start(self, trainer: TrainerView) -> None:
         """Size the divergence check by the model's vocabulary (its uniform-prediction loss)."""
         self.divergence = DivergenceDetector(
             trainer.model_config.vocab_size,
@@ -249,7 +229,7 @@ class HealthMonitor(TrainerCallback):
             self.cfg.divergence_grad_factor,
         )
 
-    def on_step_end(self, trainer: Trainer, result: StepResult) -> None:
+    def on_step_end(self, trainer: TrainerView, result: StepResult) -> None:
         """Check divergence and the gradient norm every step, the smoothed loss every finite
         step. After a divergence the other checks stay quiet (its advice covers them; plateau
         advice, which says raise optim.lr, would be wrong once the gradients exploded)."""
@@ -275,7 +255,7 @@ class HealthMonitor(TrainerCallback):
         if self.fired.isdisjoint(EXPLODED):
             self._fire(trainer, PLATEAU, plateau)
 
-    def on_validation(self, trainer: Trainer, result: EvalResult) -> None:
+    def on_validation(self, trainer: TrainerView, result: EvalResult) -> None:
         """Compare the validation loss with the mean training loss since the last one (after
         warm-up, and not once the gradients exploded: then the gap says nothing of overfitting)."""
         if self._loss_count == 0:
@@ -299,7 +279,7 @@ class EarlyStopping(TrainerCallback):
         self.best_step = 0
         self.stale = 0
 
-    def on_validation(self, trainer: Trainer, result: EvalResult) -> None:
+    def on_validation(self, trainer: TrainerView, result: EvalResult) -> None:
         """Count validations without improvement; request the stop at `patience`."""
         if result.loss < self.best:
             self.best, self.best_step, self.stale = result.loss, trainer.step, 0
@@ -324,7 +304,5 @@ def diagnostic_callbacks(cfg: Config) -> list[TrainerCallback]:
     if cfg.train.early_stopping_patience > 0:
         callbacks.append(EarlyStopping(cfg.train.early_stopping_patience))
     if cfg.train.profile:
-        from smallgpt.profiling import StepProfiler
-
         callbacks.append(StepProfiler(cfg.train.profile_wait, cfg.train.profile_steps))
     return callbacks

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from smallgpt.train import StepResult, Trainer, TrainerCallback, TrainSummary
+from smallgpt.train.callbacks import StepResult, TrainerCallback, TrainerView, TrainSummary
 
 PROFILE_DIR = "profile"
 TRACE_FILE = "trace.json"
@@ -75,9 +75,9 @@ class StepProfiler(TrainerCallback):
         self.profile: torch.profiler.profile | None = None
         self.out_dir: Path | None = None
         self.table: str | None = None
-        self._trainer: Trainer | None = None
+        self._trainer: TrainerView | None = None
 
-    def on_train_start(self, trainer: Trainer) -> None:
+    def on_train_start(self, trainer: TrainerView) -> None:
         """Start the profiler (rank 0 only)."""
         if not trainer.dist.is_main:
             return
@@ -98,7 +98,7 @@ class StepProfiler(TrainerCallback):
         )
         self.profile.start()
 
-    def on_step_end(self, trainer: Trainer, result: StepResult) -> None:
+    def on_step_end(self, trainer: TrainerView, result: StepResult) -> None:
         """Advance the profiler's schedule; stop it once the profiled steps are written."""
         if self.profile is None:
             return
@@ -106,7 +106,7 @@ class StepProfiler(TrainerCallback):
         if self.table is not None:
             self._stop()
 
-    def on_train_end(self, trainer: Trainer, summary: TrainSummary) -> None:
+    def on_train_end(self, trainer: TrainerView, summary: TrainSummary) -> None:
         """Stop the profiler; a run shorter than the schedule writes what it recorded."""
         if self.profile is not None:
             self._stop()
@@ -137,8 +137,7 @@ class StepProfiler(TrainerCallback):
         )
 
     def _print(self, text: str) -> None:
-        progress = None if self._trainer is None else self._trainer._progress
-        if progress is not None:
-            progress.write(text)
-        else:
+        if self._trainer is None:
             print(text, flush=True)
+        else:
+            self._trainer.write_line(text)

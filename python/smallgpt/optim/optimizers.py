@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from smallgpt.config import OPTIMIZERS
+from smallgpt.config.schema import OPTIMIZERS
 
 MUON_MOMENTUM = 0.95
 

@@ -1,0 +1,37 @@
+"""Training data: datasets, token shards and their preparation from text; `python -m smallgpt.data`."""
+
+from smallgpt.data.datasets import (
+    IGNORE_INDEX,
+    RandomWindowBatches,
+    TextDataset,
+    TokenShardDataset,
+)
+from smallgpt.data.prepare import (
+    PREPARED_FROM_FILE,
+    PreparedData,
+    prepare_data,
+)
+from smallgpt.data.shards import (
+    SHARD_FORMAT,
+    SHARD_VERSION,
+    SPLITS,
+    bytes_per_token,
+    load_meta,
+    prepare_shards,
+)
+
+__all__ = [
+    "IGNORE_INDEX",
+    "PREPARED_FROM_FILE",
+    "SHARD_FORMAT",
+    "SHARD_VERSION",
+    "SPLITS",
+    "PreparedData",
+    "RandomWindowBatches",
+    "TextDataset",
+    "TokenShardDataset",
+    "bytes_per_token",
+    "load_meta",
+    "prepare_data",
+    "prepare_shards",
+]
