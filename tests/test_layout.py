@@ -25,7 +25,7 @@ LEVELS: list[set[str]] = [
     {"data", "generate"},
     {"evaluate"},
     {"train"},
-    {"guide", "demo"},
+    {"guide", "demo", "serve"},
 ]
 # The old flat modules, kept one release as aliases of their new homes (they sit on top).
 ALIASES = {

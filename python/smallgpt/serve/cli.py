@@ -1,0 +1,73 @@
+"""Command line of the server: `python -m smallgpt.serve --checkpoint RUN_OR_CHECKPOINT ...`.
+
+    python -m smallgpt.serve --checkpoint runs/demo [--host 127.0.0.1] [--port 8000]
+        [--device auto] [--max-batch 16] [--max-queue 64] [--api-key KEY]
+
+Serves OpenAI's completions API (`POST /v1/completions`, `GET /v1/models`), `GET /health` and a
+page to try the model at `/`. Binds to 127.0.0.1 unless `--host` says otherwise. With
+`--api-key` (or the SMALLGPT_API_KEY environment variable) every request but `/health` and the
+page needs `Authorization: Bearer KEY`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+import torch
+
+from smallgpt.checkpoint.resolve import load_for_inference
+from smallgpt.checkpoint.store import CheckpointError
+from smallgpt.serve.server import EXTRA_HINT, create_app
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m smallgpt.serve",
+        description="Serve a trained checkpoint over OpenAI's completions API, with a web page.",
+    )
+    parser.add_argument("--checkpoint", required=True, help="checkpoint or run directory")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="default 8000")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--max-batch", type=int, default=16, help="sequences per step (16)")
+    parser.add_argument("--max-queue", type=int, default=64, help="waiting sequences (64)")
+    parser.add_argument("--api-key", help="required bearer token (default: $SMALLGPT_API_KEY)")
+    parser.add_argument("--model-name", default="smallgpt", help="the model id (smallgpt)")
+    parser.add_argument("--tokenizer", help="tokenizer JSON, if the checkpoint has none")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the server until interrupted; returns the exit status (1: an error, on stderr)."""
+    args = _parser().parse_args(argv)
+    try:
+        import uvicorn  # the serve extra
+    except ImportError:
+        print(f"error: {EXTRA_HINT}", file=sys.stderr)
+        return 1
+    try:
+        if not 0 <= args.port <= 65535:
+            raise ValueError(f"--port must be in [0, 65535], got {args.port}")
+        model, tokenizer, path = load_for_inference(
+            args.checkpoint, device=args.device, tokenizer_file=args.tokenizer
+        )
+        app = create_app(
+            model,
+            tokenizer,
+            model_name=args.model_name,
+            max_batch=args.max_batch,
+            max_queue=args.max_queue,
+            api_key=args.api_key or os.environ.get("SMALLGPT_API_KEY") or None,
+        )
+    except (CheckpointError, OSError, ValueError, ImportError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except torch.OutOfMemoryError as error:
+        print(f"error: out of memory ({error}); use --device cpu", file=sys.stderr)
+        return 1
+    print(f"serving {path} at http://{args.host}:{args.port}/", file=sys.stderr, flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0

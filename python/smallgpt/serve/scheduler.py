@@ -1,0 +1,277 @@
+"""Continuous batching: concurrent sequences share each decoding step's forward pass.
+
+Waiting sequences are admitted into the running batch at step boundaries (their prompt is
+prefilled alone, then its keys/values move into a free slot of a shared pool) and finished ones
+are retired, so a slot frees the moment its sequence ends. Every slot keeps its own length, so
+each sequence has its own positions. Sampling is `smallgpt.generate`'s `sample_next_token` with
+one generator per seeded sequence, which makes a seeded sequence independent of its batch mates.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from smallgpt.generate.sampling import sample_next_token
+from smallgpt.model.gpt import SmallGPT
+
+
+class QueueFull(RuntimeError):
+    """The waiting queue has no room for the submitted sequences (retry later)."""
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How one sequence is sampled: the options of `smallgpt.generate.iter_generate`."""
+
+    max_tokens: int
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    min_p: float | None = None
+    seed: int | None = None
+
+
+class Sequence:
+    """One generation request: its prompt ids, sampling settings and where its tokens go.
+
+    `on_token(id)` is called (from the scheduler's thread) for every sampled id, the end-of-text
+    id included; then `on_finish(reason)` once, reason "stop" (end-of-text), "length"
+    (max_tokens reached), "cancelled" or "error: ...".
+    """
+
+    def __init__(
+        self,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        on_token: Callable[[int], None],
+        on_finish: Callable[[str], None],
+    ) -> None:
+        self.prompt_ids, self.params = prompt_ids, params
+        self.on_token, self.on_finish = on_token, on_finish
+        self.cancelled = False
+        self.generated = 0
+
+    def cancel(self) -> None:
+        """Stop this sequence at the next step boundary (thread-safe: a flag)."""
+        self.cancelled = True
+
+
+class _SlotPool:
+    """Keys/values (layers, slots, heads, max_seq_len, head_dim) and each slot's filled length."""
+
+    def __init__(self, model: SmallGPT, num_slots: int) -> None:
+        cfg, weight = model.config, model.transformer.wte.weight
+        shape = (cfg.num_layers, num_slots, cfg.num_heads, cfg.max_seq_len, cfg.head_dim)
+        self.k = torch.zeros(shape, device=weight.device, dtype=weight.dtype)
+        self.v = torch.zeros_like(self.k)
+        self.lengths = torch.zeros(num_slots, dtype=torch.long, device=weight.device)
+
+
+class _LayerSlots:
+    """One layer of a _SlotBatch, as SmallGPT's attention expects (`update`)."""
+
+    def __init__(self, batch: _SlotBatch, layer: int) -> None:
+        self.batch, self.layer = batch, layer
+
+    def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        b = self.batch
+        b.pool.k[self.layer][b.slots, :, b.lengths] = k[:, :, 0]
+        b.pool.v[self.layer][b.slots, :, b.lengths] = v[:, :, 0]
+        return (
+            b.pool.k[self.layer][b.slots, :, : b.width],
+            b.pool.v[self.layer][b.slots, :, : b.width],
+        )
+
+
+class _SlotBatch:
+    """One decoding step over some slots of a pool; stands in for a KVCache in SmallGPT.hidden."""
+
+    def __init__(self, pool: _SlotPool, slots: list[int]) -> None:
+        self.pool = pool
+        self.slots = torch.tensor(slots, dtype=torch.long, device=pool.lengths.device)
+        self.lengths = pool.lengths[self.slots]
+        self.width = int(self.lengths.max()) + 1
+        self.start = torch.zeros_like(self.slots)
+
+    def positions_and_mask(self, num_new: int) -> tuple[Tensor, Tensor, bool]:
+        if num_new != 1:
+            raise ValueError("a slot batch decodes one token per sequence and step")
+        keys = torch.arange(self.width, device=self.slots.device)
+        mask = keys[None, :] <= self.lengths[:, None]
+        return self.lengths[:, None], mask[:, None, None, :], False
+
+    def layer(self, index: int) -> _LayerSlots:
+        return _LayerSlots(self, index)
+
+    def advance(self, num_new: int) -> None:
+        self.pool.lengths[self.slots] += num_new
+
+
+@dataclass
+class _Running:
+    seq: Sequence
+    slot: int
+    generator: torch.Generator | None
+    logits: Tensor
+    token: int = -1
+
+
+class Scheduler:
+    """Runs sequences on `model` in a background thread, up to `max_batch` at a time.
+
+    `submit` queues sequences (at most `max_queue` wait); `start`/`stop` run and end the loop.
+    Prompts must fit the context with their max_tokens (the server checks it).
+    """
+
+    def __init__(
+        self, model: SmallGPT, *, eos_token_id: int | None, max_batch: int = 16, max_queue: int = 64
+    ) -> None:
+        if max_batch < 1 or max_queue < 1:
+            raise ValueError(f"max_batch and max_queue must be >= 1, got {max_batch}, {max_queue}")
+        self.model, self.eos = model.eval(), eos_token_id
+        self.max_batch, self.max_queue = max_batch, max_queue
+        self.device = model.transformer.wte.weight.device
+        self.pool = _SlotPool(model, max_batch)
+        self.free = list(range(max_batch))
+        self.waiting: deque[Sequence] = deque()
+        self.running: list[_Running] = []
+        self.steps = 0
+        self._wake = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._loop, name="smallgpt-scheduler", daemon=True)
+
+    def submit(self, sequences: list[Sequence]) -> None:
+        """Queue `sequences` (all or none). Raises QueueFull when they do not fit the queue."""
+        with self._wake:
+            if len(self.waiting) + len(sequences) > self.max_queue:
+                raise QueueFull(
+                    f"{len(self.waiting)} sequences wait already (--max-queue {self.max_queue})"
+                )
+            self.waiting.extend(sequences)
+            self._wake.notify()
+
+    def load(self) -> dict[str, int]:
+        """How many sequences run and wait, and how many steps ran so far."""
+        return {"running": len(self.running), "waiting": len(self.waiting), "steps": self.steps}
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """End the loop; sequences still queued or running are finished as "cancelled"."""
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+        if self._thread.is_alive():
+            self._thread.join()
+        for seq in [*self.waiting, *(r.seq for r in self.running)]:
+            seq.on_finish("cancelled")
+        self.waiting.clear()
+        self.running.clear()
+
+    def _loop(self) -> None:
+        while True:
+            with self._wake:
+                while not (self._stopping or self.waiting or self.running):
+                    self._wake.wait()
+                if self._stopping:
+                    return
+            try:
+                with torch.no_grad():
+                    self.step()
+            except (RuntimeError, ValueError) as error:  # e.g. out of memory: fail the batch, serve on
+                for run in self.running:
+                    self._retire(run, f"error: {error}")
+                self.running = []
+
+    def step(self) -> None:
+        """One step boundary: admit, sample one token for every running sequence, retire, and
+        run the batched forward pass that gives the next logits."""
+        self._admit()
+        survivors = []
+        for run in self.running:
+            reason = self._sample(run)
+            if reason is None:
+                survivors.append(run)
+            else:
+                self._retire(run, reason)
+        self.running = survivors
+        if survivors:
+            self._forward(survivors)
+        self.steps += 1
+
+    def _admit(self) -> None:
+        while self.free:
+            with self._wake:
+                if not self.waiting:
+                    return
+                seq = self.waiting.popleft()
+            if seq.cancelled:
+                seq.on_finish("cancelled")
+                continue
+            slot = self.free.pop()
+            try:
+                logits = self._prefill(seq.prompt_ids, slot)
+            except (RuntimeError, ValueError) as error:  # a bad sequence must not stop the others
+                self.free.append(slot)
+                seq.on_finish(f"error: {error}")
+                continue
+            seed = seq.params.seed
+            generator = None
+            if seed is not None:
+                generator = torch.Generator(device=self.device).manual_seed(seed)
+            self.running.append(_Running(seq, slot, generator, logits))
+
+    def _prefill(self, prompt: list[int], slot: int) -> Tensor:
+        """Run the prompt alone (as `iter_generate` does), keep its keys/values in `slot`."""
+        cache = self.model.new_kv_cache(1, len(prompt))
+        ids = torch.tensor([prompt], dtype=torch.long, device=self.device)
+        hidden = self.model.hidden(ids, kv_cache=cache)
+        n = len(prompt)
+        self.pool.k[:, slot, :, :n] = cache.k[:, 0]
+        self.pool.v[:, slot, :, :n] = cache.v[:, 0]
+        self.pool.lengths[slot] = n
+        return self.model.logits(hidden[:, -1])
+
+    def _sample(self, run: _Running) -> str | None:
+        """Sample `run`'s next token and hand it on; the finish reason, or None to go on."""
+        seq, p = run.seq, run.seq.params
+        if seq.cancelled:
+            return "cancelled"
+        token = int(
+            sample_next_token(
+                run.logits,
+                temperature=p.temperature,
+                top_k=p.top_k,
+                top_p=p.top_p,
+                min_p=p.min_p,
+                generator=run.generator,
+            )
+        )
+        run.token = token
+        seq.generated += 1
+        seq.on_token(token)
+        if token == self.eos:
+            return "stop"
+        return "length" if seq.generated >= p.max_tokens else None
+
+    def _retire(self, run: _Running, reason: str) -> None:
+        self.pool.lengths[run.slot] = 0
+        self.free.append(run.slot)
+        run.seq.on_finish(reason)
+
+    def _forward(self, runs: list[_Running]) -> None:
+        tokens = torch.tensor(
+            [[r.token] for r in runs], dtype=torch.long, device=self.device
+        )
+        batch = _SlotBatch(self.pool, [r.slot for r in runs])
+        hidden = self.model.hidden(tokens, kv_cache=batch)  # type: ignore[arg-type]
+        logits = self.model.logits(hidden[:, -1])
+        for row, run in enumerate(runs):
+            run.logits = logits[row : row + 1]
