@@ -19,24 +19,28 @@ from smallgpt.optim.optimizers import build_optimizer
 
 @functools.cache
 def _flash_attention_for(
-    backend: str, device_type: str, head_dim: int
+    backend: str, device: str, dtype: torch.dtype, head_dim: int, dropout: bool
 ) -> Callable[..., Tensor] | None:
-    """The Triton flash-attention function for `backend` on `device_type`, or None for SDPA.
+    """The Triton flash-attention function for `backend` on `device`, or None for SDPA.
 
     "auto" picks the kernels wherever `smallgpt.kernels.is_available` says they run (CUDA with
-    compute capability >= 8.0) and head_dim suits them; "triton" insists on them. Cached: resolved
-    once, not in every (possibly compiled) forward. Raises RuntimeError for "triton" where the
-    kernels cannot run.
+    compute capability >= 8.0) and head_dim suits them, once they pass their first-use probe for
+    this (device, dtype, head_dim, dropout on/off): a kernel that fails it is reported (see
+    `smallgpt.kernels.drain_fallbacks`) and SDPA is used instead. "triton" insists on the kernels,
+    unprobed, so their failures raise. Cached: resolved once, not in every (possibly compiled)
+    forward. Raises RuntimeError for "triton" where the kernels cannot run.
     """
     if backend == "sdpa":
         return None
-
-    if kernels.is_available(device_type) and head_dim in _flash_head_dims():
-        return kernels.flash_attention
+    if kernels.is_available(device) and head_dim in _flash_head_dims():
+        if backend == "triton":
+            return kernels.flash_attention
+        passes = kernels.kernel_passes_probe("flash_attention", device, dtype, head_dim, dropout)
+        return kernels.flash_attention if passes else None
     if backend == "auto":
         return None
     raise RuntimeError(
-        f"attention='triton' needs the smallgpt Triton kernels, which cannot run on {device_type} "
+        f"attention='triton' needs the smallgpt Triton kernels, which cannot run on {device} "
         "(they need CUDA with compute capability >= 8.0 and triton); use attention='sdpa' or 'auto'"
     )
 
@@ -69,7 +73,9 @@ class CausalSelfAttention(nn.Module):
             k, v = kv.update(k, v)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal)
         else:
-            flash = _flash_attention_for(self.backend, x.device.type, C // self.num_heads)
+            flash = _flash_attention_for(
+                self.backend, str(x.device), q.dtype, C // self.num_heads, dropout_p > 0
+            )
             if flash is not None:
                 y = flash(q, k, v, causal=True, dropout_p=dropout_p)
             elif x.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16):
@@ -130,11 +136,25 @@ def count_real_tokens(labels: Tensor, pad_token_id: int | None = None) -> Tensor
     return scored.sum()
 
 
-@functools.cache
-def _fused_loss_for(device_type: str) -> Callable[..., Tensor] | None:
-    """`smallgpt.kernels.linear_cross_entropy` where the kernels run on `device_type`, else None."""
+def _fused_loss_for(device: torch.device, dtype: torch.dtype) -> Callable[..., Tensor] | None:
+    """`smallgpt.kernels.linear_cross_entropy` for hidden states of `dtype` on `device`, or None.
 
-    return kernels.linear_cross_entropy if kernels.is_available(device_type) else None
+    The kernel is used where the kernels run and it passed its first-use probe at the matmul dtype
+    (autocast's when it is on); one that fails is reported (see `smallgpt.kernels.drain_fallbacks`)
+    and None sends the caller to F.cross_entropy for the rest of the process.
+    """
+    if torch.is_autocast_enabled(device.type):
+        dtype = torch.get_autocast_dtype(device.type)
+    return _fused_loss_resolved(str(device), dtype)
+
+
+@functools.cache
+def _fused_loss_resolved(device: str, dtype: torch.dtype) -> Callable[..., Tensor] | None:
+    if kernels.is_available(device) and kernels.kernel_passes_probe(
+        "linear_cross_entropy", device, dtype
+    ):
+        return kernels.linear_cross_entropy
+    return None
 
 
 class SmallGPT(nn.Module):
@@ -373,7 +393,7 @@ class SmallGPT(nn.Module):
             logits = self.logits(hidden)
             return logits, self._cross_entropy(logits[:, :-1], targets, reduction)
         predicting = hidden[:, :-1].reshape(-1, hidden.size(-1))
-        fused = _fused_loss_for(hidden.device.type)
+        fused = _fused_loss_for(hidden.device, hidden.dtype)
         if fused is not None:
             loss = fused(
                 predicting,
