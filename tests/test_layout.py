@@ -25,7 +25,7 @@ LEVELS: list[set[str]] = [
     {"data", "generate"},
     {"evaluate"},
     {"train"},
-    {"guide", "demo", "serve"},
+    {"guide", "demo", "serve", "gpu_check"},
 ]
 # The old flat modules, kept one release as aliases of their new homes (they sit on top).
 ALIASES = {
