@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -27,6 +28,7 @@ from smallgpt.checkpoint.store import (
     verify_checkpoint,
     write_checkpoint,
 )
+from smallgpt.config.schema import ModelConfig
 from smallgpt.model.gpt import SmallGPT
 from smallgpt.optim.schedule import get_cosine_schedule_with_warmup
 
@@ -115,6 +117,41 @@ def test_compiled_model_is_saved_without_orig_mod_prefix_and_loads_for_inference
     model.eval()
     assert torch.equal(loaded(ids), model(ids))
     assert loaded.config == model.config
+
+
+@dataclasses.dataclass
+class _ConfigBeforeTheOneModelConfig:
+    """The model config as checkpoints stored it before config and model shared one dataclass
+    (model/config.py's own ModelConfig: these fields, in this order)."""
+
+    vocab_size: int = 61
+    embed_dim: int = 32
+    num_heads: int = 4
+    num_layers: int = 2
+    max_seq_len: int = 16
+    dropout: float = 0.0
+    bias: bool = True
+    attention: str = "sdpa"
+    pad_token_id: int | None = 60
+
+
+@dataclasses.dataclass
+class _ConfigFromANewerVersion(_ConfigBeforeTheOneModelConfig):
+    rotary: bool = True
+
+
+def test_checkpoint_with_the_old_model_config_json_loads(tmp_path):
+    old = _ConfigBeforeTheOneModelConfig()
+    model = SmallGPT.from_config(ModelConfig(**dataclasses.asdict(old))).eval()
+    model.config = old  # what write_checkpoint stores is the JSON of the old dataclass
+    path = write_checkpoint(tmp_path / "old", model)
+    loaded = load_model(path)
+    assert dataclasses.asdict(loaded.config) == dataclasses.asdict(old)
+    ids = torch.randint(0, 61, (2, 16))
+    assert torch.equal(loaded(ids), model(ids))
+    model.config = _ConfigFromANewerVersion()
+    with pytest.raises(CheckpointError, match="unknown model config keys \\['rotary'\\]"):
+        load_model(write_checkpoint(tmp_path / "newer", model))
 
 
 def test_guide_save_checkpoint_writes_the_verified_directory_format(tmp_path):

@@ -12,6 +12,7 @@ from smallgpt.config.loader import (
     load_config,
     resolve_config_path,
     save_config,
+    valid_keys,
 )
 from smallgpt.config.schema import Config, ConfigError
 
@@ -159,3 +160,10 @@ def test_top_level_configs_are_the_packaged_presets():
     assert shipped and shipped == {p.name: p.read_bytes() for p in top.glob("*.yaml")}
     with pytest.raises(FileNotFoundError, match="packaged presets: .*demo-cpu"):
         resolve_config_path("no-such-preset")
+
+
+def test_model_pad_token_id_is_no_yaml_key_it_comes_from_the_tokenizer():
+    assert "model.pad_token_id" not in valid_keys()
+    assert "pad_token_id" not in config_to_dict(load_config(None, DATA))["model"]
+    with pytest.raises(ConfigError, match="unknown key 'model.pad_token_id'"):
+        load_config(None, [*DATA, "model.pad_token_id=0"])

@@ -100,7 +100,7 @@ def test_gpt2_initialisation_scales_residual_projections():
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("embed_dim", 30, "divisible by num_heads"),
+        ("embed_dim", 30, "divisible by model.num_heads"),
         ("vocab_size", 0, "vocab_size"),
         ("num_layers", -1, "num_layers"),
         ("max_seq_len", 1.5, "max_seq_len"),
@@ -113,7 +113,21 @@ def test_config_rejects_invalid_fields_by_name(field, value, message):
     options = {"vocab_size": 97, "embed_dim": 32, "num_heads": 4}
     options[field] = value
     with pytest.raises(ValueError, match=message):
-        ModelConfig(**options)
+        ModelConfig(**options).validate()
+    with pytest.raises(ValueError, match=message):
+        SmallGPT(**options)
+
+
+def test_config_null_vocab_size_takes_the_tokenizers():
+    section = ModelConfig(embed_dim=32, num_heads=4)
+    with pytest.raises(ValueError, match="resolve"):
+        SmallGPT.from_config(section)
+    resolved = section.resolve(300, pad_token_id=299)
+    assert (resolved.vocab_size, resolved.pad_token_id) == (300, 299)
+    assert section.vocab_size is None
+    assert ModelConfig(vocab_size=512).resolve(300).vocab_size == 512
+    with pytest.raises(ValueError, match="smaller than the tokenizer's vocabulary"):
+        ModelConfig(vocab_size=256).resolve(300)
 
 
 def test_from_config_builds_the_same_architecture():
@@ -282,7 +296,9 @@ def test_triton_attention_on_cpu_raises_and_auto_falls_back_to_sdpa(monkeypatch)
 
 def test_triton_attention_rejects_head_dims_the_kernels_lack():
     with pytest.raises(ValueError, match="head_dim"):
-        ModelConfig(vocab_size=97, embed_dim=48, num_heads=2, attention="triton")
+        SmallGPT.from_config(
+            ModelConfig(vocab_size=97, embed_dim=48, num_heads=2, attention="triton")
+        )
     assert ModelConfig(vocab_size=97, embed_dim=48, num_heads=2, attention="auto").head_dim == 24
 
 

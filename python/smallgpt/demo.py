@@ -40,21 +40,15 @@ def steps_within(config: Config, seconds: float, timed_steps: int = 6) -> int:
 
     m, t, o = config.model, config.train, config.optim
     runtime = resolve_runtime(t.device, t.precision, 0, t.num_threads)
-    vocab_size = m.vocab_size or config.data.tokenizer_vocab_size
-    model = SmallGPT(
-        vocab_size,
-        m.embed_dim,
-        m.num_heads,
-        m.num_layers,
-        m.max_seq_len,
-        m.dropout,
-        attention=m.attention,
-        bias=m.bias,
-    ).to(runtime.device)
+    # the tokenizer the run will train has data.tokenizer_vocab_size ids; random tokens need no pad id
+    model_config = m.resolve(config.data.tokenizer_vocab_size)
+    model = SmallGPT.from_config(model_config).to(runtime.device)
     optimizer = model.configure_optimizers(
         o.weight_decay, o.lr, o.betas, runtime.device.type, optimizer=o.name
     )
-    tokens = torch.randint(vocab_size, (t.batch_size, config.seq_len), device=runtime.device)
+    tokens = torch.randint(
+        model_config.vocab_size, (t.batch_size, config.seq_len), device=runtime.device
+    )
 
     def step() -> None:
         for _ in range(t.grad_accum_steps):

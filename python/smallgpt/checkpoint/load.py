@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,7 @@ from smallgpt.checkpoint.store import (
     write_checkpoint,
 )
 from smallgpt.config.loader import config_to_dict
-from smallgpt.config.schema import Config
-from smallgpt.model.config import ModelConfig
+from smallgpt.config.schema import Config, ModelConfig
 from smallgpt.model.gpt import SmallGPT
 from smallgpt.tokenizer.bpe import Tokenizer
 
@@ -31,9 +31,24 @@ def load_model(checkpoint_dir: str | Path, device: str | torch.device = "cpu") -
     """
 
     verify_checkpoint(checkpoint_dir)
-    model = SmallGPT.from_config(ModelConfig(**read_model_config(checkpoint_dir)))
+    model = SmallGPT.from_config(stored_model_config(checkpoint_dir))
     _load_weights(model, str(Path(checkpoint_dir) / MODEL_FILE), strict=True, device="cpu")
     return model.to(device).eval()
+
+
+def stored_model_config(checkpoint_dir: str | Path) -> ModelConfig:
+    """The `ModelConfig` a checkpoint stores (JSON in its weights' metadata, any smallgpt version).
+
+    Raises CheckpointError for a key this version does not know.
+    """
+    stored = read_model_config(checkpoint_dir)
+    unknown = sorted(stored.keys() - {f.name for f in dataclasses.fields(ModelConfig)})
+    if unknown:
+        raise CheckpointError(
+            f"checkpoint {checkpoint_dir}: unknown model config keys {unknown}; it was written by "
+            "a newer smallgpt"
+        )
+    return ModelConfig(**stored)
 
 
 def load_tokenizer(checkpoint_dir: str | Path) -> Any:

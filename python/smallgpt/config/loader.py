@@ -13,17 +13,24 @@ from typing import Any, Literal
 
 import yaml
 
-from smallgpt.config.schema import Config, ConfigError, validate_config
+from smallgpt.config.schema import Config, ConfigError, is_yaml_key, validate_config
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 PRESET_DIR = PACKAGE_DIR / "configs"
 PACKAGE_PATH_PREFIX = "smallgpt:"
 
 
+def _key_types(cls: type) -> dict[str, Any]:
+    """The YAML keys of a config dataclass and their annotations (fields the tokenizer fills in
+    are no keys)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls) if is_yaml_key(f)}
+
+
 def valid_keys(cls: type = Config, prefix: str = "") -> list[str]:
     """All dotted leaf keys of a config dataclass: ['model.vocab_size', ..., 'optim.lr', ...]."""
     keys: list[str] = []
-    for name, hint in typing.get_type_hints(cls).items():
+    for name, hint in _key_types(cls).items():
         dotted = f"{prefix}{name}"
         if dataclasses.is_dataclass(hint):
             keys.extend(valid_keys(hint, dotted + "."))
@@ -164,7 +171,7 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"'{prefix.rstrip('.') or 'config'}' must be a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
+    hints = _key_types(cls)
     for key in data:
         if key in hints:
             continue
@@ -197,13 +204,15 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
     """Nested plain data (tuples as lists) that `config_from_dict` reads back to an equal Config."""
 
     def plain(value: Any) -> Any:
+        if dataclasses.is_dataclass(value):
+            return {name: plain(getattr(value, name)) for name in _key_types(type(value))}
         if isinstance(value, (list, tuple)):
             return [plain(v) for v in value]
         if isinstance(value, dict):
             return {k: plain(v) for k, v in value.items()}
         return value
 
-    return plain(dataclasses.asdict(cfg))
+    return plain(cfg)
 
 
 # ----------------------------------------------------------------------------- overrides
@@ -232,10 +241,10 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 def _is_text_key(key: str) -> bool:
     section, _, name = key.partition(".")
-    hints = typing.get_type_hints(Config)
+    hints = _key_types(Config)
     if section not in hints:
         return False
-    hint = typing.get_type_hints(hints[section]).get(name)
+    hint = _key_types(hints[section]).get(name)
     return hint is str or hint == (str | None)
 
 

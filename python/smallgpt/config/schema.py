@@ -3,19 +3,38 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import Field, dataclass, field, replace
+from typing import Any, Literal
 
 
 class ConfigError(ValueError):
     """A configuration key or value is wrong; the message names the key and what to change."""
 
 
+ATTENTION_BACKENDS = ("sdpa", "triton", "auto")
+_VOCAB_MULTIPLE = 64
+# Marks a field that is no YAML key: its value comes from the tokenizer (see ModelConfig.resolve).
+FROM_TOKENIZER = {"from_tokenizer": True}
+
+
+def is_yaml_key(f: Field[Any]) -> bool:
+    """Whether a config dataclass field is a YAML key (not one filled in from the tokenizer)."""
+    return not f.metadata.get("from_tokenizer", False)
+
+
+def _is_positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
 @dataclass
-class ModelSection:
-    """Architecture of `smallgpt.model.SmallGPT` (its `ModelConfig`, whose pad_token_id comes from
-    the tokenizer). vocab_size None: the tokenizer's vocabulary size.
-    attention: "sdpa" (PyTorch), "triton" (smallgpt.kernels, CUDA only) or "auto" (Triton on CUDA).
+class ModelConfig:
+    """The model's shape and options: the YAML's `model` section, what `SmallGPT` is built from
+    and what checkpoints store (as JSON in the weights' metadata).
+
+    vocab_size: logit columns; None (the YAML's null) means the tokenizer's vocabulary size, filled
+    in by `resolve`. pad_token_id (no YAML key; `resolve` sets the tokenizer's): targets equal to
+    it are not scored. attention: "sdpa" (PyTorch), "triton" (smallgpt.kernels, CUDA only) or
+    "auto" (Triton on CUDA). `validate` raises ConfigError naming every bad field.
     """
 
     vocab_size: int | None = None
@@ -26,6 +45,74 @@ class ModelSection:
     dropout: float = 0.1
     attention: Literal["sdpa", "triton", "auto"] = "sdpa"
     bias: bool = True
+    pad_token_id: int | None = field(default=None, metadata=FROM_TOKENIZER)
+
+    def problems(self) -> list[str]:
+        """What is wrong with this section, one message per problem (empty: valid)."""
+        found = [
+            f"model.{key} must be an integer >= 1 (got {getattr(self, key)!r})"
+            for key in ("embed_dim", "num_heads", "num_layers", "max_seq_len")
+            if not _is_positive_int(getattr(self, key))
+        ]
+        vocab = self.vocab_size
+        if vocab is not None and not _is_positive_int(vocab):
+            found.append(f"model.vocab_size must be an integer >= 1 or null (got {vocab!r})")
+        if not found and self.embed_dim % self.num_heads != 0:
+            found.append(
+                f"model.embed_dim ({self.embed_dim}) must be divisible by model.num_heads "
+                f"({self.num_heads})"
+            )
+        if not (isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0):
+            found.append(f"model.dropout must be in [0, 1) (got {self.dropout!r})")
+        if self.attention not in ATTENTION_BACKENDS:
+            found.append(
+                f"model.attention must be one of {list(ATTENTION_BACKENDS)} (got {self.attention!r})"
+            )
+        pad = self.pad_token_id
+        if pad is not None and not (
+            isinstance(pad, int) and isinstance(vocab, int) and 0 <= pad < vocab
+        ):
+            found.append(f"model.pad_token_id ({pad!r}) must be in [0, vocab_size={vocab}) or None")
+        return found
+
+    def validate(self) -> None:
+        """Raise ConfigError listing every problem of this section."""
+        _raise_if(self.problems())
+
+    def resolve(self, vocab_size: int, pad_token_id: int | None = None) -> ModelConfig:
+        """This config for a tokenizer of `vocab_size` ids whose pad id is `pad_token_id`.
+
+        A null vocab_size becomes the tokenizer's. Raises ConfigError when a set vocab_size is
+        smaller than the tokenizer's (ids would fall outside the logits).
+        """
+        if self.vocab_size is not None and self.vocab_size < vocab_size:
+            raise ConfigError(
+                f"model.vocab_size ({self.vocab_size}) is smaller than the tokenizer's vocabulary "
+                f"({vocab_size}); raise it or leave it null"
+            )
+        resolved = replace(
+            self,
+            vocab_size=vocab_size if self.vocab_size is None else self.vocab_size,
+            pad_token_id=pad_token_id,
+        )
+        resolved.validate()
+        return resolved
+
+    @property
+    def head_dim(self) -> int:
+        """Channels per attention head: embed_dim / num_heads."""
+        return self.embed_dim // self.num_heads
+
+    @property
+    def padded_vocab_size(self) -> int:
+        """Rows of the embedding table: vocab_size rounded up to a multiple of 64."""
+        if self.vocab_size is None:
+            raise ConfigError("model.vocab_size is null: resolve the config with its tokenizer")
+        return -(-self.vocab_size // _VOCAB_MULTIPLE) * _VOCAB_MULTIPLE
+
+
+# The YAML section's name for the same class.
+ModelSection = ModelConfig
 
 
 @dataclass
@@ -43,6 +130,33 @@ class DataSection:
     shard_dir: str | None = None
     val_fraction: float = 0.01
     seq_len: int | None = None
+
+    def problems(self) -> list[str]:
+        """What is wrong with this section, one message per problem (empty: valid)."""
+        return _failing(
+            (
+                bool(self.text_files) or self.shard_dir is not None,
+                (
+                    "no training data: set data.text_files (raw text) or data.shard_dir (prepared "
+                    "shards)"
+                ),
+            ),
+            (
+                self.tokenizer_vocab_size >= 258,
+                (
+                    "data.tokenizer_vocab_size must be >= 258 (256 bytes + 2 special tokens; "
+                    f"got {self.tokenizer_vocab_size})"
+                ),
+            ),
+            (
+                0.0 < self.val_fraction < 1.0,
+                f"data.val_fraction must be in (0, 1) (got {self.val_fraction})",
+            ),
+            (
+                self.seq_len is None or self.seq_len >= 2,
+                f"data.seq_len must be >= 2 (got {self.seq_len})",
+            ),
+        )
 
 
 OPTIMIZERS = ("adamw", "muon")
@@ -62,6 +176,37 @@ class OptimSection:
     warmup_steps: int = 2000
     min_lr_ratio: float = 0.1
     grad_clip: float = 1.0
+
+    def problems(self) -> list[str]:
+        """What is wrong with this section, one message per problem (empty: valid)."""
+        return _failing(
+            (
+                self.name in OPTIMIZERS,
+                f"optim.name must be one of {list(OPTIMIZERS)} (got {self.name!r})",
+            ),
+            (self.lr > 0 and math.isfinite(self.lr), f"optim.lr must be > 0 (got {self.lr})"),
+            (
+                all(0.0 <= b < 1.0 for b in self.betas),
+                f"optim.betas must be in [0, 1) (got {list(self.betas)})",
+            ),
+            (self.eps > 0, f"optim.eps must be > 0 (got {self.eps})"),
+            (
+                self.weight_decay >= 0,
+                f"optim.weight_decay must be >= 0 (got {self.weight_decay})",
+            ),
+            (
+                self.warmup_steps >= 0,
+                f"optim.warmup_steps must be >= 0 (got {self.warmup_steps})",
+            ),
+            (
+                0.0 <= self.min_lr_ratio <= 1.0,
+                f"optim.min_lr_ratio must be in [0, 1] (got {self.min_lr_ratio})",
+            ),
+            (
+                self.grad_clip >= 0,
+                f"optim.grad_clip must be >= 0 (0 disables clipping; got {self.grad_clip})",
+            ),
+        )
 
 
 @dataclass
@@ -93,6 +238,27 @@ class HealthSection:
     divergence_loss_factor: float = 2.0
     divergence_grad_factor: float = 100.0
     stop_on_divergence: bool = False
+
+    def problems(self) -> list[str]:
+        """What is wrong with this section, one message per problem (empty: valid)."""
+        at_least = {"warmup_steps": 0, "min_delta": 0, "max_val_gap": 0}
+        at_least |= dict.fromkeys(("window", "plateau_window", "overfit_patience"), 1)
+        found = [
+            f"train.health.{key} must be >= {low} (got {getattr(self, key)})"
+            for key, low in at_least.items()
+            if getattr(self, key) < low
+        ]
+        found += [
+            f"train.health.{key} must be > 1 (got {getattr(self, key)})"
+            for key in ("grad_spike_factor", "divergence_loss_factor", "divergence_grad_factor")
+            if getattr(self, key) <= 1
+        ]
+        return found + _failing(
+            (
+                0 <= self.ema_beta < 1,
+                f"train.health.ema_beta must be in [0, 1) (got {self.ema_beta})",
+            )
+        )
 
 
 @dataclass
@@ -127,6 +293,51 @@ class TrainSection:
     profile_steps: int = 5
     health: HealthSection = field(default_factory=HealthSection)
 
+    def problems(self) -> list[str]:
+        """What is wrong with this section and its `health`, one message per problem."""
+        counts = ("max_steps", "batch_size", "grad_accum_steps", "eval_interval")
+        found = [
+            f"train.{key} must be >= 1 (got {getattr(self, key)})"
+            for key in (*counts, "max_nonfinite_steps", "profile_wait", "profile_steps")
+            if getattr(self, key) < 1
+        ]
+        return (
+            found
+            + self.health.problems()
+            + _failing(
+                (
+                    self.eval_batches is None or self.eval_batches >= 1,
+                    (
+                        "train.eval_batches must be >= 1, or null for the whole validation split "
+                        f"(got {self.eval_batches})"
+                    ),
+                ),
+                (
+                    self.num_threads is None or self.num_threads >= 1,
+                    f"train.num_threads must be >= 1 or null (got {self.num_threads})",
+                ),
+                (
+                    self.max_time_minutes is None or self.max_time_minutes > 0,
+                    f"train.max_time_minutes must be > 0 or null (got {self.max_time_minutes})",
+                ),
+                (
+                    self.device in ("auto", "cpu") or self.device.startswith("cuda"),
+                    f"train.device must be auto, cpu, cuda or cuda:N (got {self.device!r})",
+                ),
+                (
+                    not (self.precision == "fp16" and self.device == "cpu"),
+                    "train.precision fp16 needs a CUDA device; use fp32 or bf16 on CPU",
+                ),
+                (
+                    self.early_stopping_patience >= 0,
+                    (
+                        "train.early_stopping_patience must be >= 0 (0 disables early stopping; "
+                        f"got {self.early_stopping_patience})"
+                    ),
+                ),
+            )
+        )
+
 
 @dataclass
 class LogSection:
@@ -145,6 +356,25 @@ class LogSection:
     sample_temperature: float = 0.8
     peak_tflops: float | None = None
 
+    def problems(self) -> list[str]:
+        """What is wrong with this section, one message per problem (empty: valid)."""
+        return _failing(
+            (self.interval >= 1, f"log.interval must be >= 1 (got {self.interval})"),
+            (self.num_samples >= 0, f"log.num_samples must be >= 0 (got {self.num_samples})"),
+            (
+                self.sample_tokens >= 1,
+                f"log.sample_tokens must be >= 1 (got {self.sample_tokens})",
+            ),
+            (
+                self.sample_temperature > 0,
+                f"log.sample_temperature must be > 0 (got {self.sample_temperature})",
+            ),
+            (
+                self.peak_tflops is None or self.peak_tflops > 0,
+                f"log.peak_tflops must be > 0 (got {self.peak_tflops})",
+            ),
+        )
+
 
 @dataclass
 class CheckpointSection:
@@ -153,6 +383,16 @@ class CheckpointSection:
     interval: int | None = 1000
     keep_last: int = 2
     keep_best: bool = True
+
+    def problems(self) -> list[str]:
+        """What is wrong with this section, one message per problem (empty: valid)."""
+        return _failing(
+            (
+                self.interval is None or self.interval >= 1,
+                f"checkpoint.interval must be >= 1 or null (got {self.interval})",
+            ),
+            (self.keep_last >= 1, f"checkpoint.keep_last must be >= 1 (got {self.keep_last})"),
+        )
 
 
 @dataclass
@@ -172,126 +412,35 @@ class Config:
         return self.data.seq_len if self.data.seq_len is not None else self.model.max_seq_len
 
 
-# ----------------------------------------------------------------------------- key lookup
+def _raise_if(problems: list[str]) -> None:
+    if problems:
+        raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))
 
 
-# ----------------------------------------------------------------------------- value checks
+def _failing(*checks: tuple[bool, str]) -> list[str]:
+    """The messages of the checks that fail."""
+    return [message for ok, message in checks if not ok]
 
 
 def validate_config(cfg: Config) -> None:
-    """Check values; raise one ConfigError listing every problem (key, value, what is allowed)."""
-    problems: list[str] = []
+    """Check values; raise one ConfigError listing every problem (key, value, what is allowed).
 
-    def need(ok: bool, message: str) -> None:
-        if not ok:
-            problems.append(message)
-
-    m, d, o, t, lg, ck = cfg.model, cfg.data, cfg.optim, cfg.train, cfg.log, cfg.checkpoint
-    for key in ("embed_dim", "num_heads", "num_layers", "max_seq_len"):
-        need(getattr(m, key) >= 1, f"model.{key} must be >= 1 (got {getattr(m, key)})")
-    need(
-        m.vocab_size is None or m.vocab_size >= 1,
-        f"model.vocab_size must be >= 1 (got {m.vocab_size})",
-    )
-    need(
-        m.num_heads < 1 or m.embed_dim % m.num_heads == 0,
-        f"model.embed_dim ({m.embed_dim}) must be divisible by model.num_heads ({m.num_heads})",
-    )
-    need(0.0 <= m.dropout < 1.0, f"model.dropout must be in [0, 1) (got {m.dropout})")
-
-    need(
-        bool(d.text_files) or d.shard_dir is not None,
-        "no training data: set data.text_files (raw text) or data.shard_dir (prepared shards)",
-    )
-    need(
-        d.tokenizer_vocab_size >= 258,
-        "data.tokenizer_vocab_size must be >= 258 (256 bytes + 2 special tokens; "
-        f"got {d.tokenizer_vocab_size})",
-    )
-    need(0.0 < d.val_fraction < 1.0, f"data.val_fraction must be in (0, 1) (got {d.val_fraction})")
+    Each section checks its own keys (`problems()`); the rules that tie sections together are here.
+    """
+    problems = [
+        p
+        for section in (cfg.model, cfg.data, cfg.optim, cfg.train, cfg.log, cfg.checkpoint)
+        for p in section.problems()
+    ]
+    d, m = cfg.data, cfg.model
     if d.seq_len is not None:
-        need(d.seq_len >= 2, f"data.seq_len must be >= 2 (got {d.seq_len})")
-        need(
-            d.seq_len <= m.max_seq_len,
-            f"data.seq_len ({d.seq_len}) exceeds model.max_seq_len ({m.max_seq_len}); lower "
-            "data.seq_len or raise model.max_seq_len",
+        problems += _failing(
+            (
+                d.seq_len <= m.max_seq_len,
+                (
+                    f"data.seq_len ({d.seq_len}) exceeds model.max_seq_len ({m.max_seq_len}); lower "
+                    "data.seq_len or raise model.max_seq_len"
+                ),
+            )
         )
-
-    need(o.name in OPTIMIZERS, f"optim.name must be one of {list(OPTIMIZERS)} (got {o.name!r})")
-    need(o.lr > 0 and math.isfinite(o.lr), f"optim.lr must be > 0 (got {o.lr})")
-    need(
-        all(0.0 <= b < 1.0 for b in o.betas), f"optim.betas must be in [0, 1) (got {list(o.betas)})"
-    )
-    need(o.eps > 0, f"optim.eps must be > 0 (got {o.eps})")
-    need(o.weight_decay >= 0, f"optim.weight_decay must be >= 0 (got {o.weight_decay})")
-    need(o.warmup_steps >= 0, f"optim.warmup_steps must be >= 0 (got {o.warmup_steps})")
-    need(
-        0.0 <= o.min_lr_ratio <= 1.0, f"optim.min_lr_ratio must be in [0, 1] (got {o.min_lr_ratio})"
-    )
-    need(o.grad_clip >= 0, f"optim.grad_clip must be >= 0 (0 disables clipping; got {o.grad_clip})")
-
-    for key in (
-        "max_steps",
-        "batch_size",
-        "grad_accum_steps",
-        "eval_interval",
-        "max_nonfinite_steps",
-    ):
-        need(getattr(t, key) >= 1, f"train.{key} must be >= 1 (got {getattr(t, key)})")
-    need(
-        t.eval_batches is None or t.eval_batches >= 1,
-        "train.eval_batches must be >= 1, or null for the whole validation split "
-        f"(got {t.eval_batches})",
-    )
-    need(
-        t.num_threads is None or t.num_threads >= 1,
-        f"train.num_threads must be >= 1 or null (got {t.num_threads})",
-    )
-    need(
-        t.max_time_minutes is None or t.max_time_minutes > 0,
-        f"train.max_time_minutes must be > 0 or null (got {t.max_time_minutes})",
-    )
-    need(
-        t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda"),
-        f"train.device must be auto, cpu, cuda or cuda:N (got {t.device!r})",
-    )
-    need(
-        not (t.precision == "fp16" and t.device == "cpu"),
-        "train.precision fp16 needs a CUDA device; use fp32 or bf16 on CPU",
-    )
-
-    need(
-        t.early_stopping_patience >= 0,
-        "train.early_stopping_patience must be >= 0 (0 disables early stopping; "
-        f"got {t.early_stopping_patience})",
-    )
-    need(t.profile_wait >= 1, f"train.profile_wait must be >= 1 (got {t.profile_wait})")
-    need(t.profile_steps >= 1, f"train.profile_steps must be >= 1 (got {t.profile_steps})")
-    h = t.health
-    for key in ("warmup_steps", "min_delta", "max_val_gap"):
-        need(getattr(h, key) >= 0, f"train.health.{key} must be >= 0 (got {getattr(h, key)})")
-    for key in ("window", "plateau_window", "overfit_patience"):
-        need(getattr(h, key) >= 1, f"train.health.{key} must be >= 1 (got {getattr(h, key)})")
-    for key in ("grad_spike_factor", "divergence_loss_factor", "divergence_grad_factor"):
-        need(getattr(h, key) > 1, f"train.health.{key} must be > 1 (got {getattr(h, key)})")
-    need(0 <= h.ema_beta < 1, f"train.health.ema_beta must be in [0, 1) (got {h.ema_beta})")
-
-    need(lg.interval >= 1, f"log.interval must be >= 1 (got {lg.interval})")
-    need(lg.num_samples >= 0, f"log.num_samples must be >= 0 (got {lg.num_samples})")
-    need(lg.sample_tokens >= 1, f"log.sample_tokens must be >= 1 (got {lg.sample_tokens})")
-    need(
-        lg.sample_temperature > 0,
-        f"log.sample_temperature must be > 0 (got {lg.sample_temperature})",
-    )
-    need(
-        lg.peak_tflops is None or lg.peak_tflops > 0,
-        f"log.peak_tflops must be > 0 (got {lg.peak_tflops})",
-    )
-
-    need(
-        ck.interval is None or ck.interval >= 1,
-        f"checkpoint.interval must be >= 1 or null (got {ck.interval})",
-    )
-    need(ck.keep_last >= 1, f"checkpoint.keep_last must be >= 1 (got {ck.keep_last})")
-    if problems:
-        raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))
+    _raise_if(problems)

@@ -12,7 +12,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from smallgpt import kernels
-from smallgpt.model.config import IGNORE_INDEX, ModelConfig, _flash_head_dims
+from smallgpt.model.config import (
+    IGNORE_INDEX,
+    ModelConfig,
+    _flash_head_dims,
+    check_kernel_support,
+)
 from smallgpt.model.kv_cache import KVCache, LayerKV
 from smallgpt.optim.optimizers import build_optimizer
 
@@ -161,7 +166,8 @@ class SmallGPT(nn.Module):
     """GPT-2 architecture: learned positions, pre-norm blocks, GELU MLP, tied embeddings.
 
     About 25M parameters at the defaults. `forward` returns logits (B, T, vocab_size), or
-    `(logits, loss)` when labels are given. Raises ValueError on invalid sizes (see ModelConfig).
+    `(logits, loss)` when labels are given. Raises ConfigError (a ValueError) naming every invalid
+    size, and ValueError for a head size the Triton kernels lack.
     """
 
     def __init__(
@@ -189,6 +195,8 @@ class SmallGPT(nn.Module):
             attention=attention,
             pad_token_id=pad_token_id,
         )
+        config.validate()
+        check_kernel_support(config)
         self.config = config
         self.transformer = nn.ModuleDict(
             {
@@ -211,7 +219,12 @@ class SmallGPT(nn.Module):
 
     @classmethod
     def from_config(cls, config: ModelConfig) -> SmallGPT:
-        """Build a model from a ModelConfig."""
+        """Build a model from a ModelConfig whose vocab_size is set (see `ModelConfig.resolve`)."""
+        if config.vocab_size is None:
+            raise ValueError(
+                "ModelConfig.vocab_size is None (the tokenizer's): call "
+                "config.resolve(tokenizer.vocab_size, tokenizer.pad_token_id) first"
+            )
         return cls(**asdict(config))
 
     @staticmethod

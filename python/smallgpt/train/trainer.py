@@ -41,7 +41,6 @@ from smallgpt.data.shards import _token_byte_lengths
 from smallgpt.evaluate.metrics import EvalResult, Throughput, model_flops_utilization, peak_flops
 from smallgpt.generate.decoding import generate_text
 from smallgpt.kernels.fallback import drain_fallbacks
-from smallgpt.model.config import ModelConfig
 from smallgpt.model.gpt import SmallGPT, count_real_tokens
 from smallgpt.optim.schedule import get_cosine_schedule_with_warmup
 from smallgpt.train.callbacks import (
@@ -243,24 +242,8 @@ class Trainer:
 
     def _build_model(self) -> None:
 
-        m, tokenizer = self.cfg.model, self.tokenizer
-        vocab_size = tokenizer.vocab_size if m.vocab_size is None else m.vocab_size
-        if vocab_size < tokenizer.vocab_size:
-            raise ValueError(
-                f"model.vocab_size ({vocab_size}) is smaller than the tokenizer's vocabulary "
-                f"({tokenizer.vocab_size}); raise it or leave it null"
-            )
-        self.model_config = ModelConfig(
-            vocab_size=vocab_size,
-            embed_dim=m.embed_dim,
-            num_heads=m.num_heads,
-            num_layers=m.num_layers,
-            max_seq_len=m.max_seq_len,
-            dropout=m.dropout,
-            bias=m.bias,
-            attention=m.attention,
-            pad_token_id=tokenizer.pad_token_id,
-        )
+        tokenizer = self.tokenizer
+        self.model_config = self.cfg.model.resolve(tokenizer.vocab_size, tokenizer.pad_token_id)
         device = self.runtime.device
         self.raw_model = SmallGPT.from_config(self.model_config).to(device)
         o = self.cfg.optim
@@ -281,7 +264,9 @@ class Trainer:
         self._peak_flops = peak_flops(device, self.cfg.log.peak_tflops)
         # UTF-8 bytes of text behind each id (0 for special tokens and unused ids): bits per byte
         lengths = torch.from_numpy(_token_byte_lengths(tokenizer))
-        self._byte_lengths = torch.zeros(vocab_size, dtype=torch.int64, device=device)
+        self._byte_lengths = torch.zeros(
+            self.model_config.vocab_size, dtype=torch.int64, device=device
+        )
         self._byte_lengths[: len(lengths)] = lengths.to(device)
 
     def _warmup_steps(self) -> int:
