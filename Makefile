@@ -11,7 +11,7 @@ WHEEL_DIR := target/wheels
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 
-.PHONY: demo test wheel install install-test bench lint clean
+.PHONY: demo test wheel install install-test bench gpu-check lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,12 @@ bench: install-test
 	$(PY) -m pip install --quiet "$$(ls $(WHEEL_DIR)/smallgpt-*.whl)[bench]" || true
 	$(PY) -m pip install --quiet "pytest-benchmark[histogram]" || true  # for --benchmark-histogram
 	$(PY) -m pytest benches --benchmark
+
+# Validates a CUDA GPU (under 8 minutes on an H100/H200) with the package already installed: it
+# builds and installs nothing (the GPU machine may have no registry). Reports go to gpu_check/;
+# `make gpu-check PY=python3` runs another interpreter's installed smallgpt.
+gpu-check:
+	$(PY) -m smallgpt.gpu_check --out gpu_check
 
 lint: $(PY)
 	$(PY) -m pip install --quiet ruff pytest
