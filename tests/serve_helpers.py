@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-
 from train_helpers import make_shards, run_tiny, single_thread
 
 CONTEXT = 64

@@ -16,12 +16,12 @@ httpx = pytest.importorskip("httpx", reason="needs the test extra (httpx)")
 pytest.importorskip("uvicorn", reason="needs smallgpt[serve]")
 pytest.importorskip("starlette", reason="needs smallgpt[serve]")
 
-from serve_helpers import CONTEXT, running_server, train_tiny_run  # noqa: E402
-from smallgpt.checkpoint.resolve import load_for_inference  # noqa: E402
-from smallgpt.generate.decoding import _encode_prompt, generate  # noqa: E402
-from smallgpt.serve.cli import _parser  # noqa: E402
-from smallgpt.serve.scheduler import SamplingParams, Scheduler, Sequence  # noqa: E402
-from smallgpt.serve.server import create_app  # noqa: E402
+from serve_helpers import CONTEXT, running_server, train_tiny_run
+from smallgpt.checkpoint.resolve import load_for_inference
+from smallgpt.generate.decoding import _encode_prompt, generate
+from smallgpt.serve.cli import _parser
+from smallgpt.serve.scheduler import SamplingParams, Scheduler, Sequence
+from smallgpt.serve.server import create_app
 
 PROMPTS = ["ROMEO:", "First Citizen:\nWe", "KING", "O, ", "", "What say you", "Thou art",
            "My lord,", "JULIET:\n", "To be", "The ", "Go"]
@@ -84,7 +84,8 @@ def test_seeded_request_alone_equals_generate_command(client, run):
 
 
 def test_stream_joins_to_the_plain_answer(client):
-    options = dict(model="smallgpt", prompt="KING", max_tokens=25, temperature=0.7, seed=5)
+    options = {"model": "smallgpt", "prompt": "KING", "max_tokens": 25, "temperature": 0.7,
+               "seed": 5}
     plain = client.completions.create(**options).choices[0]
     chunks = list(client.completions.create(**options, stream=True))
     assert "".join(c.choices[0].text for c in chunks if c.choices) == plain.text
@@ -113,16 +114,14 @@ def test_list_prompt_and_n_give_one_choice_each_in_order(client):
 
 
 def test_stop_string_cuts_the_text(client):
-    full = client.completions.create(model="smallgpt", prompt="ROMEO:", max_tokens=30,
-                                     temperature=0, seed=1).choices[0].text
-    stop = full.strip()[3:5] if len(full.strip()) >= 5 else None
-    if not stop:
-        pytest.skip("the greedy continuation is too short to pick a stop string from")
-    cut = client.completions.create(model="smallgpt", prompt="ROMEO:", max_tokens=30,
-                                    temperature=0, stop=[stop]).choices[0]
+    options = {"model": "smallgpt", "prompt": "ROMEO:", "max_tokens": 30, "temperature": 1.0,
+               "seed": 1}
+    full = client.completions.create(**options).choices[0].text
+    assert len(full) >= 8, f"seed 1 gave too short a continuation to cut: {full!r}"
+    stop = full[5:7]
+    cut = client.completions.create(**options, stop=[stop, "never-seen"]).choices[0]
     assert cut.text == full[: full.index(stop)] and cut.finish_reason == "stop"
-    streamed = client.completions.create(model="smallgpt", prompt="ROMEO:", max_tokens=30,
-                                         temperature=0, stop=stop, stream=True)
+    streamed = client.completions.create(**options, stop=stop, stream=True)
     assert "".join(c.choices[0].text for c in streamed if c.choices) == cut.text
 
 
@@ -217,9 +216,9 @@ def test_api_key_guards_everything_but_health(run):
         assert wrong.status_code == 401
         with openai.OpenAI(base_url=f"{url}/v1", api_key="s3cret", timeout=30) as c:
             assert c.completions.create(model="smallgpt", prompt="a", max_tokens=2).choices
-        with openai.OpenAI(base_url=f"{url}/v1", api_key="wrong", timeout=30) as c:
-            with pytest.raises(openai.AuthenticationError):
-                c.models.list()
+        with (openai.OpenAI(base_url=f"{url}/v1", api_key="wrong", timeout=30) as c,
+              pytest.raises(openai.AuthenticationError)):
+            c.models.list()
 
 
 def test_server_binds_to_loopback_by_default():
@@ -283,3 +282,20 @@ def test_scheduler_batches_match_generate_and_cancel_stops_a_sequence(run):
                                seed=100 + i)
         assert outputs[i] == expected
     assert scheduler.free and sorted(scheduler.free) == [0, 1, 2]
+
+
+def test_missing_extra_names_smallgpt_serve(run):
+    code = (
+        "import sys; sys.modules['uvicorn'] = None; sys.modules['starlette'] = None\n"
+        "from smallgpt.serve.cli import main; sys.exit(main(['--checkpoint', sys.argv[1]]))"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(run)], capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 1 and "smallgpt[serve]" in done.stderr, done.stderr
+    model, tokenizer, _ = load_for_inference(run, device="cpu")
+    blocked = {name: None for name in ("starlette", "starlette.applications")}
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in blocked.items():
+            patch.setitem(sys.modules, name, value)
+        with pytest.raises(ImportError, match=r"smallgpt\[serve\]"):
+            create_app(model, tokenizer)
