@@ -34,6 +34,19 @@ def test_properties_describe_the_vocabulary(tokenizer):
     assert tokenizer.token_dtype == np.uint16
 
 
+def test_token_byte_lengths_sum_to_the_texts_utf8_length(tokenizer):
+    text = corpus_text("tinyshakespeare", 5000) + " naïve café — 東京 🙂"
+    lengths = tokenizer.token_byte_lengths()
+    assert lengths.dtype == np.int64 and lengths.shape == (tokenizer.vocab_size,)
+    assert int(lengths[tokenizer.encode(text)].sum()) == len(text.encode("utf-8"))
+    assert lengths[list(tokenizer.special_tokens.values())].tolist() == [0, 0]
+    padded = tokenizer.token_byte_lengths(2048)
+    assert padded.shape == (2048,) and np.array_equal(padded[:2000], lengths)
+    assert not padded[2000:].any()
+    with pytest.raises(ValueError, match="smaller than the vocabulary"):
+        tokenizer.token_byte_lengths(1999)
+
+
 def test_special_tokens_is_a_copy(tokenizer):
     tokenizer.special_tokens["<|endoftext|>"] = 5
     assert tokenizer.eos_token_id == 1998

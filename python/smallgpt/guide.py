@@ -34,8 +34,9 @@ from torch import Tensor
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
-from smallgpt.data.datasets import IGNORE_INDEX
 from smallgpt.evaluate.lm import Batch, batch_tensors, evaluate_lm
+from smallgpt.model.config import IGNORE_INDEX
+from smallgpt.model.gpt import ignore_padding
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:
@@ -120,9 +121,7 @@ def compute_loss(logits: Tensor, labels: Tensor, pad_token_id: int | None = None
             f"logits (..., vocab) {tuple(logits.shape)} do not match labels (...) "
             f"{tuple(labels.shape)}: pass the pair forward_pass returns"
         )
-    targets = labels.to(logits.device)
-    if pad_token_id is not None:
-        targets = targets.masked_fill(targets == pad_token_id, IGNORE_INDEX)
+    targets = ignore_padding(labels.to(logits.device), pad_token_id)
     return F.cross_entropy(
         logits.reshape(-1, logits.size(-1)).float(),
         targets.reshape(-1),

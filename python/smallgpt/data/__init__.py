@@ -1,7 +1,6 @@
 """Training data: datasets, token shards and their preparation from text; `python -m smallgpt.data`."""
 
 from smallgpt.data.datasets import (
-    IGNORE_INDEX,
     RandomWindowBatches,
     TextDataset,
     TokenShardDataset,
@@ -19,6 +18,7 @@ from smallgpt.data.shards import (
     load_meta,
     prepare_shards,
 )
+from smallgpt.model.config import IGNORE_INDEX
 
 __all__ = [
     "IGNORE_INDEX",

@@ -14,8 +14,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from smallgpt.data.shards import _DTYPES, _check_split, load_meta
-
-IGNORE_INDEX = -100
+from smallgpt.model.config import IGNORE_INDEX
 
 
 class TextDataset(Dataset):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -11,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from smallgpt.checkpoint.store import sha256_file
 
 SHARD_FORMAT = "smallgpt-token-shards"
 SHARD_VERSION = 1
@@ -22,26 +23,6 @@ def _check_split(split: str) -> str:
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     return split
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _token_byte_lengths(tokenizer: Any) -> np.ndarray:
-    """Bytes of text each id stands for; special tokens stand for no text (0)."""
-    specials = set(tokenizer.special_tokens.values())
-    return np.array(
-        [
-            0 if i in specials else len(tokenizer.id_to_bytes(i))
-            for i in range(tokenizer.vocab_size)
-        ],
-        dtype=np.int64,
-    )
 
 
 _COPY_CHUNK = 1 << 22  # tokens per copy step: bounds memory whatever the file size
@@ -131,7 +112,7 @@ def prepare_shards(
     (out / "meta.json").unlink(missing_ok=True)  # stale until this run's shards are complete
     tokenizer.save(out / "tokenizer.json")
     dtype = np.dtype(np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32)
-    byte_lengths = _token_byte_lengths(tokenizer)
+    byte_lengths = tokenizer.token_byte_lengths()
     writers = {
         name: _SplitWriter(out / f"{name}.bin.partial", dtype, byte_lengths) for name in SPLITS
     }
@@ -155,7 +136,7 @@ def prepare_shards(
         "eos_token_id": tokenizer.eos_token_id,
         "pad_token_id": tokenizer.pad_token_id,
         "tokenizer_file": "tokenizer.json",
-        "tokenizer_sha256": _sha256(out / "tokenizer.json"),
+        "tokenizer_sha256": sha256_file(out / "tokenizer.json"),
         "val_fraction": val_fraction,
         "val_split": "last val_fraction of each source file's tokens",
         "splits": splits,

@@ -11,6 +11,7 @@ from smallgpt.evaluate.lm import (
     compute_perplexity,
     evaluate_checkpoint,
     evaluate_lm,
+    score_batches,
 )
 from smallgpt.evaluate.metrics import (
     EvalResult,
@@ -32,4 +33,5 @@ __all__ = [
     "evaluate_lm",
     "model_flops_utilization",
     "peak_flops",
+    "score_batches",
 ]

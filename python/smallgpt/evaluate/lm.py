@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +17,11 @@ from tqdm.auto import tqdm
 
 from smallgpt.checkpoint.resolve import load_for_inference
 from smallgpt.checkpoint.store import unwrap_model
-from smallgpt.data.datasets import IGNORE_INDEX, TokenShardDataset
-from smallgpt.data.shards import _token_byte_lengths, load_meta
+from smallgpt.data.datasets import TokenShardDataset
+from smallgpt.data.shards import load_meta
 from smallgpt.evaluate.metrics import EvalResult
-from smallgpt.model.gpt import count_real_tokens
+from smallgpt.model.config import IGNORE_INDEX
+from smallgpt.model.gpt import scored_targets
 from smallgpt.tokenizer.bpe import Tokenizer
 
 Batch = dict[str, Tensor] | tuple[Tensor, Tensor] | list[Tensor]
@@ -53,6 +56,47 @@ def batch_tensors(batch: Batch) -> tuple[Tensor, Tensor]:
 
 
 @torch.no_grad()
+def score_batches(
+    model: torch.nn.Module,
+    batches: Iterable[Batch],
+    *,
+    device: torch.device | str | None = None,
+    byte_lengths: Tensor | None = None,
+    autocast: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext,
+    progress: bool = False,
+) -> Tensor:
+    """The one evaluation loop: summed loss (nats), scored tokens and their text bytes over
+    `batches`, as a float64 tensor of 3 on `device` (no host sync; the trainer all-reduces it).
+
+    A token is scored when `scored_targets` says so (its label is neither -100 nor the model's
+    pad id; padding under an attention_mask of 0 is -100). `byte_lengths[id]` = UTF-8 bytes of
+    token `id` (`Tokenizer.token_byte_lengths`) gives the bytes (else they stay 0). `model` is a
+    SmallGPT (possibly compiled or DDP-wrapped); it runs in eval mode under `autocast()` on
+    `device` (default: its parameters' device) and is put back in its previous mode. `progress`
+    shows a tqdm bar.
+    """
+    pad = unwrap_model(model).config.pad_token_id
+    device = next(model.parameters()).device if device is None else torch.device(device)
+    if byte_lengths is not None:
+        byte_lengths = byte_lengths.to(device)
+    totals = torch.zeros(3, dtype=torch.float64, device=device)
+    was_training = model.training
+    model.eval()
+    try:
+        for batch in tqdm(batches, desc="evaluating", unit="batch", disable=not progress):
+            input_ids, labels = (t.to(device) for t in batch_tensors(batch))
+            with autocast():
+                _, loss = model(input_ids, labels, reduction="sum", return_logits=False)
+            scored = scored_targets(labels, pad)
+            sums = [loss.double(), scored.sum().double()]
+            if byte_lengths is not None:
+                sums.append(byte_lengths[labels[:, 1:].clamp_min(0)][scored].sum().double())
+            totals[: len(sums)] += torch.stack(sums)
+    finally:
+        model.train(was_training)
+    return totals
+
+
 def evaluate_lm(
     model: torch.nn.Module,
     batches: Iterable[Batch],
@@ -61,44 +105,19 @@ def evaluate_lm(
     byte_lengths: Tensor | None = None,
     progress: bool = False,
 ) -> EvalResult:
-    """Summed loss over every scored token of `batches`, as an `EvalResult`.
+    """Loss over every scored token of `batches` (see `score_batches`), as an `EvalResult`.
 
-    A token is scored when its label is neither -100 nor the model's pad id (and its
-    attention_mask, if any, is 1); each batch's loss is weighted by its number of scored tokens,
-    so padding never dilutes the average. `byte_lengths[id]` = UTF-8 bytes of token `id` (0 for
-    special tokens) gives `num_bytes` for bits per byte (else num_bytes is 0). `model` is a
-    SmallGPT (possibly compiled or DDP-wrapped); it runs in eval mode on `device` (default: its
-    parameters' device) and is put back in its previous mode. `progress` shows a tqdm bar.
-    Raises ValueError when no token at all is scored.
+    Each batch's loss is weighted by its number of scored tokens, so padding never dilutes the
+    average; num_bytes is 0 without `byte_lengths`. Raises ValueError when no token at all is
+    scored.
     """
-
-    pad = unwrap_model(model).config.pad_token_id
-    device = next(model.parameters()).device if device is None else torch.device(device)
-    if byte_lengths is not None:
-        byte_lengths = byte_lengths.to(device)
-    nats = torch.zeros((), dtype=torch.float64, device=device)
-    tokens = torch.zeros((), dtype=torch.int64, device=device)
-    num_bytes = torch.zeros((), dtype=torch.int64, device=device)
-    was_training = model.training
-    model.eval()
-    try:
-        for batch in tqdm(batches, desc="evaluating", unit="batch", disable=not progress):
-            input_ids, labels = (t.to(device) for t in batch_tensors(batch))
-            _, loss = model(input_ids, labels, reduction="sum", return_logits=False)
-            nats += loss.double()
-            tokens += count_real_tokens(labels, pad)
-            if byte_lengths is not None:
-                targets = labels[:, 1:]
-                scored = targets != IGNORE_INDEX
-                if pad is not None:
-                    scored &= targets != pad
-                num_bytes += byte_lengths[targets.clamp_min(0)][scored].sum()
-    finally:
-        model.train(was_training)
-    count = int(tokens)
-    if count == 0:
+    totals = score_batches(
+        model, batches, device=device, byte_lengths=byte_lengths, progress=progress
+    )
+    result = EvalResult.from_totals(*totals.tolist())
+    if result.tokens == 0:
         raise ValueError("no token was scored: the batches are empty or every label is masked")
-    return EvalResult(loss=float(nats) / count, tokens=count, num_bytes=int(num_bytes))
+    return result
 
 
 def compute_perplexity(
@@ -197,9 +216,7 @@ def evaluate_checkpoint(
         )
     stride = max(1, seq_len // 2) if stride is None else stride
     windows, description = _data_windows(Path(data), tokenizer, split, seq_len, stride)
-    lengths = torch.zeros(model.config.vocab_size, dtype=torch.int64)
-    known = torch.from_numpy(_token_byte_lengths(tokenizer))
-    lengths[: len(known)] = known
+    lengths = torch.from_numpy(tokenizer.token_byte_lengths(model.config.vocab_size))
     result = evaluate_lm(
         model, DataLoader(windows, batch_size=batch_size), byte_lengths=lengths, progress=progress
     )

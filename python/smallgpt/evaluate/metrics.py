@@ -40,6 +40,11 @@ class EvalResult:
     tokens: int  # scored target tokens
     num_bytes: int  # UTF-8 bytes of text those tokens stand for (special tokens: 0)
 
+    @classmethod
+    def from_totals(cls, nats: float, tokens: float, num_bytes: float) -> EvalResult:
+        """The result of summed nats, scored tokens and bytes (loss 0 when nothing is scored)."""
+        return cls(loss=nats / max(tokens, 1.0), tokens=int(tokens), num_bytes=int(num_bytes))
+
     @property
     def perplexity(self) -> float:
         """exp(loss); inf when the loss overflows."""

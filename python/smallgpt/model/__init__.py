@@ -10,6 +10,8 @@ from smallgpt.model.gpt import (
     CausalSelfAttention,
     SmallGPT,
     count_real_tokens,
+    ignore_padding,
+    scored_targets,
 )
 from smallgpt.model.hf import (
     export_hf,
@@ -31,5 +33,7 @@ __all__ = [
     "SmallGPT",
     "count_real_tokens",
     "export_hf",
+    "ignore_padding",
     "import_hf",
+    "scored_targets",
 ]

@@ -128,17 +128,27 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
-def count_real_tokens(labels: Tensor, pad_token_id: int | None = None) -> Tensor:
-    """Number of targets the loss scores for `labels` (aligned with input_ids, shifted inside).
+def ignore_padding(targets: Tensor, pad_token_id: int | None) -> Tensor:
+    """`targets` with every `pad_token_id` replaced by IGNORE_INDEX, the one label the loss skips
+    (unchanged when pad_token_id is None)."""
+    if pad_token_id is None:
+        return targets
+    return targets.masked_fill(targets == pad_token_id, IGNORE_INDEX)
 
-    That is the entries of `labels[:, 1:]` that are neither -100 nor `pad_token_id`. Returns a 0-d
-    int64 tensor on labels' device (no host sync), so micro-batch counts can be summed cheaply.
+
+def scored_targets(labels: Tensor, pad_token_id: int | None = None) -> Tensor:
+    """Boolean mask of the targets the loss scores for `labels` (aligned with input_ids): the
+    entries of `labels[:, 1:]` that are neither IGNORE_INDEX (-100) nor `pad_token_id`."""
+    return ignore_padding(labels[:, 1:], pad_token_id) != IGNORE_INDEX
+
+
+def count_real_tokens(labels: Tensor, pad_token_id: int | None = None) -> Tensor:
+    """Number of targets the loss scores for `labels` (see `scored_targets`).
+
+    Returns a 0-d int64 tensor on labels' device (no host sync), so micro-batch counts can be
+    summed cheaply.
     """
-    targets = labels[:, 1:]
-    scored = targets != IGNORE_INDEX
-    if pad_token_id is not None:
-        scored &= targets != pad_token_id
-    return scored.sum()
+    return scored_targets(labels, pad_token_id).sum()
 
 
 def _fused_loss_for(device: torch.device, dtype: torch.dtype) -> Callable[..., Tensor] | None:
@@ -398,10 +408,7 @@ class SmallGPT(nn.Module):
                 f"labels shape {tuple(labels.shape)} must equal input_ids shape "
                 f"{tuple(input_ids.shape)}"
             )
-        targets = labels[:, 1:]
-        if self.config.pad_token_id is not None:
-            targets = targets.masked_fill(targets == self.config.pad_token_id, IGNORE_INDEX)
-        targets = targets.reshape(-1)
+        targets = ignore_padding(labels[:, 1:], self.config.pad_token_id).reshape(-1)
         if return_logits:
             logits = self.logits(hidden)
             return logits, self._cross_entropy(logits[:, :-1], targets, reduction)

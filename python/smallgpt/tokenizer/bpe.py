@@ -375,6 +375,25 @@ class Tokenizer:
         except OverflowError:
             raise _too_large([int(token_id)]) from None
 
+    def token_byte_lengths(self, size: int | None = None) -> np.ndarray:
+        """Bytes of text each id stands for, as an int64 array indexed by id (for bits per byte).
+
+        Special tokens stand for no text (0). `size` (>= vocab_size) pads the array with zeros up
+        to `size` ids, for a model whose vocab_size is larger than the tokenizer's. Raises
+        ValueError when `size` is smaller than vocab_size.
+        """
+        size = self.vocab_size if size is None else size
+        if size < self.vocab_size:
+            raise ValueError(
+                f"size ({size}) is smaller than the vocabulary ({self.vocab_size} ids)"
+            )
+        specials = set(self._specials.values())
+        lengths = np.zeros(size, dtype=np.int64)
+        lengths[: self.vocab_size] = [
+            0 if i in specials else len(self._core.id_to_bytes(i)) for i in range(self.vocab_size)
+        ]
+        return lengths
+
     def stream_decoder(self) -> StreamDecoder:
         """A `StreamDecoder` for this tokenizer."""
         return StreamDecoder(self)

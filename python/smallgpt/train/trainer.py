@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from smallgpt.checkpoint.store import (
@@ -37,7 +38,7 @@ from smallgpt.config.loader import config_to_dict, save_config
 from smallgpt.config.schema import Config
 from smallgpt.data.datasets import RandomWindowBatches, TokenShardDataset
 from smallgpt.data.prepare import prepare_data
-from smallgpt.data.shards import _token_byte_lengths
+from smallgpt.evaluate.lm import score_batches
 from smallgpt.evaluate.metrics import EvalResult, Throughput, model_flops_utilization, peak_flops
 from smallgpt.generate.decoding import generate_text
 from smallgpt.kernels.fallback import drain_fallbacks
@@ -263,11 +264,8 @@ class Trainer:
         self._flops_per_token = self.raw_model.estimate_flops_per_token(self.cfg.seq_len)
         self._peak_flops = peak_flops(device, self.cfg.log.peak_tflops)
         # UTF-8 bytes of text behind each id (0 for special tokens and unused ids): bits per byte
-        lengths = torch.from_numpy(_token_byte_lengths(tokenizer))
-        self._byte_lengths = torch.zeros(
-            self.model_config.vocab_size, dtype=torch.int64, device=device
-        )
-        self._byte_lengths[: len(lengths)] = lengths.to(device)
+        lengths = self.tokenizer.token_byte_lengths(self.model_config.vocab_size)
+        self._byte_lengths = torch.from_numpy(lengths).to(device)
 
     def _warmup_steps(self) -> int:
         """optim.warmup_steps, shortened to train.max_steps for a run shorter than its warm-up.
@@ -444,7 +442,6 @@ class Trainer:
 
     # ---------------------------------------------------------------- validation
 
-    @torch.no_grad()
     def evaluate(self) -> EvalResult:
         """Loss, token and byte totals over the validation windows (collective over ranks).
 
@@ -452,35 +449,19 @@ class Trainer:
         scores eval_batches batches; all windows when train.eval_batches is null).
         """
 
-        model, device = self.raw_model, self.runtime.device
-        pad, batch_size = self.model_config.pad_token_id, self.cfg.train.batch_size
-        eval_batches = self.cfg.train.eval_batches
+        batch_size, eval_batches = self.cfg.train.batch_size, self.cfg.train.eval_batches
         limit = len(self.val_data)
         if eval_batches is not None:
             limit = min(limit, eval_batches * batch_size * self.dist.world_size)
         indices = list(range(self.dist.rank, limit, self.dist.world_size))
-        totals = torch.zeros(3, dtype=torch.float64, device=device)
-        was_training = model.training
-        model.eval()
-        try:
-            for start in range(0, len(indices), batch_size):
-                items = [self.val_data[i] for i in indices[start : start + batch_size]]
-                input_ids = torch.stack([it["input_ids"] for it in items]).to(device)
-                labels = torch.stack([it["labels"] for it in items]).to(device)
-                with self.runtime.autocast():
-                    _, loss = model(input_ids, labels, reduction="sum", return_logits=False)
-                targets = labels[:, 1:]
-                scored = (targets != -100) & (targets != pad)
-                num_bytes = self._byte_lengths[targets.clamp_min(0)][scored].sum()
-                totals += torch.stack(
-                    [loss.double(), count_real_tokens(labels, pad).double(), num_bytes.double()]
-                )
-        finally:
-            model.train(was_training)
-        nats, tokens, num_bytes = all_reduce_sum(totals, self.dist).tolist()
-        return EvalResult(
-            loss=nats / max(tokens, 1.0), tokens=int(tokens), num_bytes=int(num_bytes)
+        totals = score_batches(
+            self.raw_model,
+            DataLoader(Subset(self.val_data, indices), batch_size=batch_size),
+            device=self.runtime.device,
+            byte_lengths=self._byte_lengths,
+            autocast=self.runtime.autocast,
         )
+        return EvalResult.from_totals(*all_reduce_sum(totals, self.dist).tolist())
 
     def generate_samples(self) -> list[str]:
         """`log.num_samples` continuations of `log.sample_prompt` (seeded by the step; the
