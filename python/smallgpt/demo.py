@@ -113,6 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"validation bits per byte: {'n/a' if bpb is None else format(bpb, '.4f')}")
     plot = run_dir / "loss.png"
     print(f"loss plot: {plot if plot.exists() else 'skipped (matplotlib missing)'}")
+    print(f"\nserve it (pip install 'smallgpt[serve]'): python -m smallgpt.serve --checkpoint {run_dir}")
     return 0
 
 
