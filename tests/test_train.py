@@ -16,12 +16,8 @@ from smallgpt.checkpoint.store import find_latest_checkpoint
 from smallgpt.data.datasets import TokenShardDataset
 from smallgpt.data.shards import load_meta
 from smallgpt.model.gpt import SmallGPT
-from smallgpt.train.trainer import (
-    Trainer,
-    TrainerCallback,
-    TrainingDivergedError,
-    accumulate_gradients,
-)
+from smallgpt.train.step import TrainingDivergedError, accumulate_gradients
+from smallgpt.train.trainer import Trainer, TrainerCallback
 
 from tests.train_helpers import (
     make_shards,

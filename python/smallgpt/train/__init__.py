@@ -7,14 +7,16 @@ from smallgpt.train.callbacks import (
     TrainingHealthWarning,
     TrainSummary,
 )
+from smallgpt.train.step import (
+    TrainingDivergedError,
+    accumulate_gradients,
+)
 from smallgpt.train.trainer import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
     PLOT_FILE,
     SUMMARY_FILE,
     Trainer,
-    TrainingDivergedError,
-    accumulate_gradients,
 )
 
 __all__ = [

@@ -11,7 +11,8 @@ import torch
 from smallgpt.config.loader import load_config, valid_keys
 from smallgpt.config.schema import ConfigError
 from smallgpt.train.oom import out_of_memory_advice
-from smallgpt.train.trainer import Trainer, TrainingDivergedError
+from smallgpt.train.step import TrainingDivergedError
+from smallgpt.train.trainer import Trainer
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,17 +11,15 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Subset
-from tqdm.auto import tqdm
 
 from smallgpt.checkpoint.store import (
     CheckpointManager,
@@ -39,7 +37,7 @@ from smallgpt.config.schema import Config
 from smallgpt.data.datasets import RandomWindowBatches, TokenShardDataset
 from smallgpt.data.prepare import prepare_data
 from smallgpt.evaluate.lm import score_batches
-from smallgpt.evaluate.metrics import EvalResult, Throughput, model_flops_utilization, peak_flops
+from smallgpt.evaluate.metrics import EvalResult, peak_flops
 from smallgpt.generate.decoding import generate_text
 from smallgpt.kernels.fallback import drain_fallbacks
 from smallgpt.model.gpt import SmallGPT, count_real_tokens
@@ -61,7 +59,9 @@ from smallgpt.train.distributed import (
 from smallgpt.train.health import diagnostic_callbacks
 from smallgpt.train.logger import RunLogger
 from smallgpt.train.plot import plot_loss_curves
+from smallgpt.train.progress import StepLog, open_progress_bar
 from smallgpt.train.runtime import Runtime, resolve_runtime, seed_everything
+from smallgpt.train.step import TrainingDivergedError, accumulate_gradients
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -70,52 +70,6 @@ CHECKPOINT_DIR = "checkpoints"
 CONFIG_FILE = "config.yaml"
 SUMMARY_FILE = "summary.json"
 PLOT_FILE = "loss.png"
-
-
-class TrainingDivergedError(RuntimeError):
-    """Too many optimizer steps in a row had a non-finite loss or gradient."""
-
-
-# ----------------------------------------------------------------------------- the step maths
-
-
-def accumulate_gradients(
-    model: torch.nn.Module,
-    batches: Sequence[tuple[Tensor, Tensor]],
-    total_tokens: Tensor | float,
-    *,
-    world_size: int = 1,
-    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
-    scaler: torch.amp.GradScaler | None = None,
-) -> Tensor:
-    """Backpropagate sum(token losses) / total_tokens over the micro-batches; return the summed
-    loss in nats (detached, float32).
-
-    `total_tokens` is the number of scored tokens of the whole effective batch (every
-    micro-batch of every rank), so N micro-batches leave exactly the gradient of one N-times
-    larger batch. DDP averages gradients over ranks, hence the factor `world_size`; gradients
-    are synchronised only on the last micro-batch.
-    """
-    device = next(model.parameters()).device
-    loss_sum = torch.zeros((), device=device)
-    scale = world_size / total_tokens
-    for index, (input_ids, labels) in enumerate(batches):
-        last = index == len(batches) - 1
-        sync = contextlib.nullcontext()
-        if not last and isinstance(model, DistributedDataParallel):
-            sync = model.no_sync()
-        with sync:
-            with autocast():
-                _, loss = model(
-                    input_ids.to(device, non_blocking=True),
-                    labels.to(device, non_blocking=True),
-                    reduction="sum",
-                    return_logits=False,
-                )
-            scaled = loss.float() * scale
-            (scaler.scale(scaled) if scaler is not None else scaled).backward()
-        loss_sum += loss.detach().float()
-    return loss_sum
 
 
 # ----------------------------------------------------------------------------- the trainer
@@ -624,12 +578,28 @@ class Trainer:
         max_steps = self.cfg.train.max_steps
         with self._signal_handlers(), self._progress_bar():
             self._emit("on_train_start")
-            tracker = _LogTracker(self)
+            tracker = StepLog(
+                logger=self.logger,
+                interval=self.cfg.log.interval,
+                start_step=self.step,
+                max_steps=max_steps,
+                max_time_minutes=self.cfg.train.max_time_minutes,
+                flops_per_token=self._flops_per_token,
+                peak_flops=self._peak_flops,
+                world_size=self.dist.world_size,
+                elapsed=self._session_time,
+            )
             while self.step < max_steps and not self._should_stop():
                 result = self.train_step()
                 self._report_kernel_fallbacks()
                 self._emit("on_step_end", result)
-                tracker.update(result)
+                tracker.update(
+                    result,
+                    step=self.step,
+                    tokens_seen=self.tokens_seen,
+                    skipped_steps=self.skipped_steps,
+                    bar=self._progress,
+                )
                 if result.skipped or self._last_good_step is not None:
                     continue
                 if self.step % self.cfg.train.eval_interval == 0 and self.step < max_steps:
@@ -673,14 +643,7 @@ class Trainer:
             yield
             return
 
-        self._progress = tqdm(
-            total=self.cfg.train.max_steps,
-            initial=self.step,
-            desc="training",
-            unit="step",
-            dynamic_ncols=True,
-            bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]",
-        )
+        self._progress = open_progress_bar(self.cfg.train.max_steps, self.step)
         try:
             yield
         finally:
@@ -719,74 +682,3 @@ class Trainer:
 
     def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
         self.close(wait_for_others=exc_type is None)
-
-
-class _LogTracker:
-    """Turns step results into `train` records every `log.interval` steps and the progress bar."""
-
-    def __init__(self, trainer: Trainer) -> None:
-        self.trainer = trainer
-        self.throughput = Throughput()
-        self.losses: list[float] = []
-        self.tokens_per_s = 0.0
-        self.mfu: float | None = None
-        self.start_step = trainer.step
-        self.start_time = time.perf_counter()
-
-    def update(self, result: StepResult) -> None:
-        t = self.trainer
-        self.throughput.add(result.tokens)
-        if not result.skipped:
-            self.losses.append(result.loss)
-        if t.logger is not None and not result.skipped and t.step % t.cfg.log.interval == 0:
-            self.tokens_per_s = self.throughput.rate()
-            self.mfu = model_flops_utilization(
-                t._flops_per_token, self.tokens_per_s, t._peak_flops, t.dist.world_size
-            )
-            record = {
-                "kind": "train",
-                "step": t.step,
-                "loss": sum(self.losses) / len(self.losses),
-                "lr": result.lr,
-                "grad_norm": result.grad_norm,
-                "tokens_seen": t.tokens_seen,
-                "tokens_per_s": self.tokens_per_s,
-                "skipped_steps": t.skipped_steps,
-                "elapsed_s": t._session_time(),
-            }
-            if self.mfu is not None:
-                record["mfu"] = self.mfu
-            t.logger.log(record)
-            self.losses = []
-        if t._progress is not None:
-            t._progress.update(t.step - t._progress.n)
-            t._progress.set_postfix_str(self._postfix(result), refresh=False)
-
-    def _postfix(self, result: StepResult) -> str:
-        t = self.trainer
-        parts = [
-            f"loss {result.loss:.4f}",
-            f"lr {result.lr:.2e}",
-            f"{self.tokens_per_s:,.0f} tok/s",
-        ]
-        if self.mfu is not None:
-            parts.append(f"MFU {100 * self.mfu:.1f}%")
-        done = t.step - self.start_step
-        if done > 0:
-            remaining = (
-                (time.perf_counter() - self.start_time) / done * (t.cfg.train.max_steps - t.step)
-            )
-            budget = t.cfg.train.max_time_minutes
-            if budget is not None:
-                remaining = min(remaining, max(budget * 60 - t._session_time(), 0.0))
-            parts.append(f"ETA {_format_seconds(remaining)}")
-        return ", ".join(parts)
-
-
-def _format_seconds(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
-
-
-# ----------------------------------------------------------------------------- CLI
