@@ -304,12 +304,16 @@ def test_linear_no_grad_gives_the_same_loss():
 
 
 @needs_kernels
-@pytest.mark.parametrize("reduction", ["mean", "none"])
-def test_linear_custom_op_passes_opcheck(reduction):
-    hidden = randn(13, 8, seed=38, dtype=torch.float32).requires_grad_()
-    weight = randn(30, 8, seed=39, dtype=torch.float32).requires_grad_()
-    args = (hidden, weight, _targets(13, 30, seed=40), -100, reduction, 0.1, 30, 5, torch.float32)
-    torch.library.opcheck(torch.ops.smallgpt.linear_cross_entropy.default, (*args, True, True))
+@pytest.mark.parametrize("scale", ["scalar", "per row"])
+@pytest.mark.parametrize("wants", [(True, True), (True, False), (False, False)])
+def test_linear_custom_op_passes_opcheck(scale, wants):
+    # the one op behind the forward (a 0-d scale) and the backward's recompute (one scale per row)
+    hidden = randn(13, 8, seed=38, dtype=torch.float32)
+    weight = randn(30, 8, seed=39, dtype=torch.float32)
+    scales = randn(*((13,) if scale == "per row" else ()), seed=41, dtype=torch.float32)
+    options = (-100, 0.1, 30, 5, torch.float32)
+    args = (hidden, weight, _targets(13, 30, seed=40), scales, *options, *wants)
+    torch.library.opcheck(torch.ops.smallgpt.linear_cross_entropy.default, args)
 
 
 @needs_kernels

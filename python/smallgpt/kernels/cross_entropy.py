@@ -17,6 +17,8 @@ device synchronisation).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -141,20 +143,9 @@ def linear_cross_entropy(
     chunk = _check_chunk(chunk_size, weight.shape[0], compute_dtype, hidden.shape[0])
     require_available(hidden.device, "linear_cross_entropy")
     grad_enabled = torch.is_grad_enabled()
-    loss, _, _ = _linear_cross_entropy_op(
-        hidden,
-        weight,
-        targets,
-        ignore_index,
-        reduction,
-        float(label_smoothing),
-        vocab,
-        chunk,
-        compute_dtype,
-        hidden.requires_grad and grad_enabled,
-        weight.requires_grad and grad_enabled,
-    )
-    return loss
+    options = _LinearOptions(ignore_index, float(label_smoothing), vocab, chunk, compute_dtype)
+    wants = (hidden.requires_grad and grad_enabled, weight.requires_grad and grad_enabled)
+    return _LinearCrossEntropy.apply(hidden, weight, targets, reduction, options, wants)
 
 
 def _triton():
@@ -322,7 +313,18 @@ def _accumulate_fp32(acc: Tensor, a: Tensor, b: Tensor) -> None:
         acc.addmm_(a.float(), b.float())
 
 
-def _linear_chunks(
+class _LinearOptions(NamedTuple):
+    """The options of one `linear_cross_entropy` call, shared by its forward and its backward."""
+
+    ignore_index: int
+    label_smoothing: float
+    vocab_size: int
+    chunk_size: int
+    compute_dtype: torch.dtype
+
+
+@torch.library.custom_op("smallgpt::linear_cross_entropy", mutates_args=())
+def _linear_cross_entropy_op(
     hidden: Tensor,
     weight: Tensor,
     targets: Tensor,
@@ -332,25 +334,26 @@ def _linear_chunks(
     vocab_size: int,
     chunk_size: int,
     compute_dtype: torch.dtype,
-    want_grad_hidden: bool,
-    want_grad_weight: bool,
-) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    grad_hidden: bool,
+    grad_weight: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
     """Per-row losses and the gradients (times `scale`, 0-d or per row) chunk by chunk.
 
-    Returns (loss_rows fp32 (N,), grad_hidden in hidden's dtype or None, grad_weight fp32 or None).
+    The one pass behind both the forward and the backward's recomputation. Returns (loss_rows fp32
+    (N,), grad_hidden in hidden's dtype, grad_weight fp32); a gradient not asked for is empty.
     """
     kernels = _triton()
     n_rows = hidden.shape[0]
     w = weight.to(compute_dtype)
     targets = targets.contiguous()
     loss_rows = torch.empty(n_rows, dtype=torch.float32, device=hidden.device)
-    grad_hidden = hidden.new_empty(hidden.shape) if want_grad_hidden else None
-    grad_weight = (
+    g_hidden = hidden.new_empty(hidden.shape) if grad_hidden else None
+    g_weight = (
         torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
-        if want_grad_weight
+        if grad_weight
         else None
     )
-    write_grad = want_grad_hidden or want_grad_weight
+    write_grad = grad_hidden or grad_weight
     # dtypes are chosen explicitly here; autocast would otherwise re-cast every matmul
     with torch.autocast(hidden.device.type, enabled=False):
         for start in range(0, n_rows, chunk_size):
@@ -368,176 +371,73 @@ def _linear_chunks(
                 ignore_index,
                 label_smoothing,
             )
-            if grad_hidden is not None:
-                if grad_hidden.dtype == compute_dtype:
-                    torch.mm(logits, w, out=grad_hidden[start:stop])
+            if g_hidden is not None:
+                if g_hidden.dtype == compute_dtype:
+                    torch.mm(logits, w, out=g_hidden[start:stop])
                 else:
-                    grad_hidden[start:stop] = logits @ w
-            if grad_weight is not None:
-                _accumulate_fp32(grad_weight, logits.T, h)
-    return loss_rows, grad_hidden, grad_weight
-
-
-def _empty0(t: Tensor) -> Tensor:
-    return t.new_empty(0)
-
-
-@torch.library.custom_op("smallgpt::linear_cross_entropy", mutates_args=())
-def _linear_cross_entropy_op(
-    hidden: Tensor,
-    weight: Tensor,
-    targets: Tensor,
-    ignore_index: int,
-    reduction: str,
-    label_smoothing: float,
-    vocab_size: int,
-    chunk_size: int,
-    compute_dtype: torch.dtype,
-    grad_hidden: bool,
-    grad_weight: bool,
-) -> tuple[Tensor, Tensor, Tensor]:
-    scored, scale = _scored_scale(targets, ignore_index, reduction)
-    # with "none" each row's incoming gradient differs, so the backward recomputes instead
-    early = reduction != "none"
-    loss_rows, g_hidden, g_weight = _linear_chunks(
-        hidden,
-        weight,
-        targets,
-        scale,
-        ignore_index,
-        label_smoothing,
-        vocab_size,
-        chunk_size,
-        compute_dtype,
-        grad_hidden and early,
-        grad_weight and early,
-    )
+                    g_hidden[start:stop] = logits @ w
+            if g_weight is not None:
+                _accumulate_fp32(g_weight, logits.T, h)
+    # a gradient not asked for is a fresh empty tensor: custom-op outputs may not alias each other
     return (
-        _reduce(loss_rows, scored, reduction),
-        g_hidden if g_hidden is not None else _empty0(hidden),
-        g_weight if g_weight is not None else _empty0(hidden).float(),
+        loss_rows,
+        g_hidden if g_hidden is not None else hidden.new_empty(0),
+        g_weight if g_weight is not None else hidden.new_empty(0, dtype=torch.float32),
     )
 
 
 @_linear_cross_entropy_op.register_fake
-def _linear_cross_entropy_fake(
-    hidden,
-    weight,
-    targets,
-    ignore_index,
-    reduction,
-    label_smoothing,
-    vocab_size,
-    chunk_size,
-    compute_dtype,
-    grad_hidden,
-    grad_weight,
-):
-    early = reduction != "none"
+def _linear_cross_entropy_fake(hidden, weight, targets, scale, *options_and_wants):
+    grad_hidden, grad_weight = options_and_wants[-2:]
     return (
-        _loss_like(hidden.shape[0], reduction, hidden.device),
-        hidden.new_empty(hidden.shape) if grad_hidden and early else _empty0(hidden),
+        hidden.new_empty(hidden.shape[0], dtype=torch.float32),
+        hidden.new_empty(hidden.shape) if grad_hidden else hidden.new_empty(0),
         weight.new_empty(weight.shape, dtype=torch.float32)
-        if grad_weight and early
-        else _empty0(hidden).float(),
+        if grad_weight
+        else hidden.new_empty(0, dtype=torch.float32),
     )
 
 
-@torch.library.custom_op("smallgpt::linear_cross_entropy_backward", mutates_args=())
-def _linear_cross_entropy_backward_op(
-    grad_loss: Tensor,
-    hidden: Tensor,
-    weight: Tensor,
-    targets: Tensor,
-    ignore_index: int,
-    label_smoothing: float,
-    vocab_size: int,
-    chunk_size: int,
-    compute_dtype: torch.dtype,
-    grad_hidden: bool,
-    grad_weight: bool,
-) -> tuple[Tensor, Tensor]:
-    _, g_hidden, g_weight = _linear_chunks(
-        hidden,
-        weight,
-        targets,
-        grad_loss,
-        ignore_index,
-        label_smoothing,
-        vocab_size,
-        chunk_size,
-        compute_dtype,
-        grad_hidden,
-        grad_weight,
-    )
-    return (
-        g_hidden if g_hidden is not None else _empty0(hidden),
-        g_weight.to(weight.dtype) if g_weight is not None else _empty0(weight),
-    )
+class _LinearCrossEntropy(torch.autograd.Function):
+    """Autograd over `_linear_cross_entropy_op`: with "mean"/"sum" the forward computes the
+    gradients too; with "none" each row's incoming gradient differs, so the backward calls the op
+    again with the same options."""
 
-
-@_linear_cross_entropy_backward_op.register_fake
-def _linear_cross_entropy_backward_fake(
-    grad_loss,
-    hidden,
-    weight,
-    targets,
-    ignore_index,
-    label_smoothing,
-    vocab_size,
-    chunk_size,
-    compute_dtype,
-    grad_hidden,
-    grad_weight,
-):
-    return (
-        hidden.new_empty(hidden.shape) if grad_hidden else _empty0(hidden),
-        weight.new_empty(weight.shape) if grad_weight else _empty0(weight),
-    )
-
-
-def _linear_setup(ctx, inputs, output) -> None:
-    (
-        hidden,
-        weight,
-        targets,
-        ignore_index,
-        reduction,
-        label_smoothing,
-        vocab_size,
-        chunk_size,
-        compute_dtype,
-        grad_hidden,
-        grad_weight,
-    ) = inputs
-    _, g_hidden, g_weight = output
-    ctx.options = (ignore_index, label_smoothing, vocab_size, chunk_size, compute_dtype)
-    ctx.reduction = reduction
-    ctx.wants = (grad_hidden, grad_weight)
-    ctx.dtypes = (hidden.dtype, weight.dtype)
-    if reduction == "none":
-        ctx.save_for_backward(hidden, weight, targets)
-    else:
-        ctx.save_for_backward(g_hidden, g_weight)
-
-
-def _linear_backward(ctx, grad_loss: Tensor, _grad_h: Tensor, _grad_w: Tensor):
-    grad_hidden, grad_weight = None, None
-    if ctx.reduction == "none":
-        hidden, weight, targets = ctx.saved_tensors
-        g_hidden, g_weight = _linear_cross_entropy_backward_op(
-            grad_loss, hidden, weight, targets, *ctx.options, *ctx.wants
+    @staticmethod
+    def forward(
+        ctx,
+        hidden: Tensor,
+        weight: Tensor,
+        targets: Tensor,
+        reduction: str,
+        options: _LinearOptions,
+        wants: tuple[bool, bool],
+    ) -> Tensor:
+        scored, scale = _scored_scale(targets, options.ignore_index, reduction)
+        early = reduction != "none"
+        loss_rows, g_hidden, g_weight = _linear_cross_entropy_op(
+            hidden, weight, targets, scale, *options, wants[0] and early, wants[1] and early
         )
-        grad_hidden = g_hidden if ctx.wants[0] else None
-        grad_weight = g_weight if ctx.wants[1] else None
-    else:
-        g_hidden, g_weight = ctx.saved_tensors
-        # the saved gradients already include the reduction; scale by the incoming gradient in fp32
-        if ctx.wants[0]:
-            grad_hidden = (g_hidden.float() * grad_loss).to(ctx.dtypes[0])
-        if ctx.wants[1]:
-            grad_weight = (g_weight * grad_loss).to(ctx.dtypes[1])
-    return grad_hidden, grad_weight, None, None, None, None, None, None, None, None, None
+        ctx.options, ctx.wants, ctx.early = options, wants, early
+        ctx.dtypes = (hidden.dtype, weight.dtype)
+        if early:
+            ctx.save_for_backward(g_hidden, g_weight)
+        else:
+            ctx.save_for_backward(hidden, weight, targets)
+        return _reduce(loss_rows, scored, reduction)
 
-
-_linear_cross_entropy_op.register_autograd(_linear_backward, setup_context=_linear_setup)
+    @staticmethod
+    def backward(ctx, grad_loss: Tensor):
+        if ctx.early:
+            g_hidden, g_weight = ctx.saved_tensors
+            # the saved gradients include the reduction; scale by the incoming gradient in fp32
+            g_hidden, g_weight = g_hidden.float() * grad_loss, g_weight * grad_loss
+        else:
+            hidden, weight, targets = ctx.saved_tensors
+            # the kernel reads one scale per row from contiguous memory (an expanded grad is not)
+            _, g_hidden, g_weight = _linear_cross_entropy_op(
+                hidden, weight, targets, grad_loss.contiguous(), *ctx.options, *ctx.wants
+            )
+        grad_hidden = g_hidden.to(ctx.dtypes[0]) if ctx.wants[0] else None
+        grad_weight = g_weight.to(ctx.dtypes[1]) if ctx.wants[1] else None
+        return grad_hidden, grad_weight, None, None, None, None
