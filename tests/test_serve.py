@@ -139,6 +139,7 @@ BAD = [
     (json.dumps({"prompt": "a", "top_k": 0}).encode(), "top_k"),
     (json.dumps({"prompt": "a", "min_p": 2}).encode(), "min_p"),
     (json.dumps({"prompt": "a", "n": 0}).encode(), "n"),
+    (json.dumps({"prompt": ["a"] * 5, "n": 16}).encode(), "n"),
     (json.dumps({"prompt": "a", "stream": "yes"}).encode(), "stream"),
     (json.dumps({"prompt": "a", "seed": 1.5}).encode(), "seed"),
     (json.dumps({"prompt": "a", "stop": [1]}).encode(), "stop"),

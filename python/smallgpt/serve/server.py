@@ -234,6 +234,11 @@ class CompletionService:
                                            "seed": None if seed is None else seed + j})
                 on_token, on_finish = callbacks(p * request.n + j)
                 sequences.append(Sequence(ids, params, on_token, on_finish))
+        if len(sequences) > self.scheduler.max_queue:
+            raise RequestError(
+                f"the request asks for {len(sequences)} sequences (prompts x 'n'); this server "
+                f"queues at most {self.scheduler.max_queue} (--max-queue)", "n",
+            )
         self.scheduler.submit(sequences)
         return sequences, events
 
@@ -358,6 +363,9 @@ def create_app(model: SmallGPT, tokenizer: Any, *, model_name: str = "smallgpt",
                         yield f"data: {json.dumps(usage)}\n\n"
                 except RuntimeError as error:
                     yield f"data: {json.dumps(error_body(str(error), None, 'server_error'))}\n\n"
+                finally:  # also when the client went away and the response was closed
+                    for seq in sequences:
+                        seq.cancel()
                 yield "data: [DONE]\n\n"
 
             return StreamingResponse(sse(), media_type="text/event-stream",
