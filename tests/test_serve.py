@@ -21,7 +21,7 @@ from smallgpt.checkpoint.resolve import load_for_inference
 from smallgpt.generate.decoding import _encode_prompt, generate
 from smallgpt.serve.cli import _parser
 from smallgpt.serve.scheduler import SamplingParams, Scheduler, Sequence
-from smallgpt.serve.server import create_app
+from smallgpt.serve.server import _Choice, _events, create_app
 
 PROMPTS = ["ROMEO:", "First Citizen:\nWe", "KING", "O, ", "", "What say you", "Thou art",
            "My lord,", "JULIET:\n", "To be", "The ", "Go"]
@@ -300,3 +300,21 @@ def test_missing_extra_names_smallgpt_serve(run):
             patch.setitem(sys.modules, name, value)
         with pytest.raises(ImportError, match=r"smallgpt\[serve\]"):
             create_app(model, tokenizer)
+
+
+def test_a_client_that_goes_away_cancels_its_sequences(run):
+    _, tokenizer, _ = load_for_inference(run, device="cpu")
+    params = SamplingParams(max_tokens=5)
+    sequences = [Sequence([1], params, print, print) for _ in range(2)]
+
+    class Gone:
+        async def is_disconnected(self) -> bool:
+            return True
+
+    async def drain():
+        # no token ever arrives; the wait times out, finds the client gone, and gives up
+        return [e async for e in _events(asyncio.Queue(), [_Choice(tokenizer, [])] * 2,
+                                         sequences, Gone())]
+
+    assert asyncio.run(asyncio.wait_for(drain(), timeout=10)) == []
+    assert all(seq.cancelled for seq in sequences)
