@@ -24,6 +24,7 @@ import json
 import math
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -31,7 +32,7 @@ import time
 import traceback
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -74,12 +75,12 @@ _PEAK_BANDWIDTH_GBS: tuple[tuple[str, float], ...] = (
 
 # Per-part wall-clock budget in seconds (child start-up included); the sum stays under 8 minutes.
 BUDGET_S: dict[str, int] = {
-    "gpu_tests": 90,
-    "attention": 90,
+    "gpu_tests": 70,
+    "attention": 140,  # a cold Triton cache: about 50 autotune candidates compile
     "linear_cross_entropy": 45,
     "cross_entropy_bandwidth": 30,
-    "model": 150,
-    "compile_report": 60,
+    "model": 130,  # torch.compile of the model, then 2 x 300 steps
+    "compile_report": 50,
 }
 PARTS: tuple[str, ...] = tuple(BUDGET_S)
 TARGETS: dict[str, tuple[str, float]] = {
@@ -170,16 +171,52 @@ def compiled_kernels() -> list[dict]:
     return found
 
 
-# ---- the parts: each returns (figures, checks) and runs in its own child process ----
+@dataclass
+class PartRun:
+    """One part's inputs and what it has found so far. A part fills `figures` and `checks` and
+    calls `save()` after each measurement, so one stopped at its budget keeps what it measured."""
+
+    name: str
+    out: Path
+    sizes: Sizes
+    dry_run: bool
+    tests: str
+    figures: dict = field(default_factory=dict)
+    checks: list = field(default_factory=list)
+    status: str = "running"
+    error: str | None = None
+    start: float = field(default_factory=time.perf_counter)
+
+    @property
+    def path(self) -> Path:
+        """Where the part's record goes: out/parts/<name>.json."""
+        return self.out / "parts" / f"{self.name}.json"
+
+    def check(self, name: str, value: float | None, case: str = "") -> None:
+        """Record a pass/fail of `value` against TARGETS[name] (see `check`)."""
+        self.checks.append({**check(name, value, self.dry_run), "case": case})
+
+    def save(self) -> dict:
+        """Write the record as it stands and return it."""
+        record = {"name": self.name, "status": self.status, "seconds": time.perf_counter() -
+                  self.start, "figures": self.figures, "checks": self.checks, "error": self.error}  # fmt: skip
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps(record, indent=1), encoding="utf-8")
+        return record
 
 
-def part_gpu_tests(out: Path, sizes: Sizes, dry_run: bool, tests: str) -> tuple[dict, list]:
-    """`pytest -m gpu` over `tests`, read back from its JUnit XML report."""
-    if not Path(tests).exists():
-        raise FileNotFoundError(f"no tests at {tests!r}: run from the repository root or --tests")
-    report = out / "gpu_tests.xml"
+# ---- the parts: each fills its PartRun and runs in its own child process ----
+
+
+def part_gpu_tests(run: PartRun) -> None:
+    """`pytest -m gpu` over `run.tests`, read back from its JUnit XML report."""
+    if not Path(run.tests).exists():
+        raise FileNotFoundError(
+            f"no tests at {run.tests!r}: run from the repository root or --tests"
+        )
+    report = run.out / "gpu_tests.xml"
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "gpu",
-               tests, f"--junitxml={report}"]  # fmt: skip
+               "--continue-on-collection-errors", run.tests, f"--junitxml={report}"]  # fmt: skip
     proc = subprocess.run(
         command, check=False, capture_output=True, text=True, timeout=BUDGET_S["gpu_tests"] - 10
     )
@@ -195,16 +232,16 @@ def part_gpu_tests(out: Path, sizes: Sizes, dry_run: bool, tests: str) -> tuple[
         if case.find("failure") is not None or case.find("error") is not None
     ]
     counts = {key: int(suite.get(key, 0)) for key in ("tests", "failures", "errors", "skipped")}
-    figures = {**counts, "failed": failed, "pytest_exit": proc.returncode}
-    return figures, [check("gpu_tests_failed", float(len(failed)), dry_run)]
+    run.figures.update(counts, failed=failed, pytest_exit=proc.returncode)
+    run.check("gpu_tests_failed", float(len(failed)))
 
 
-def part_attention(out: Path, sizes: Sizes, dry_run: bool, tests: str) -> tuple[dict, list]:
+def part_attention(run: PartRun) -> None:
     """Forward and forward+backward time of `flash_attention` and SDPA (flash backend on CUDA)."""
-    device = _device(dry_run)
-    dtype = torch.float32 if dry_run else torch.bfloat16
+    sizes, device, dtype = run.sizes, _device(run.dry_run), _dtype(run.dry_run)
     batch, heads, seqs, head_dims = sizes.attention
-    rows, checks = [], []
+    rows: list[dict] = []
+    run.figures.update(shape=[batch, heads], dtype=str(dtype), rows=rows)
     for seq in seqs:
         for head_dim in head_dims:
             for dropout in (0.0, sizes.dropout):
@@ -221,22 +258,21 @@ def part_attention(out: Path, sizes: Sizes, dry_run: bool, tests: str) -> tuple[
                     row[f"{label}_forward_backward_ms"] = 1e3 * median_seconds(
                         lambda fn=fn: fn().sum().backward(), device, sizes
                     )
+                case = f"seq {seq} head_dim {head_dim} p {dropout}"
                 if dropout == 0.0:
                     row["max_abs_error"] = (ours() - theirs()).abs().max().item()
-                    checks.append(check("attention_max_abs_error", row["max_abs_error"], dry_run))
+                    run.check("attention_max_abs_error", row["max_abs_error"], case)
                 row["forward_speedup"] = row["sdpa_forward_ms"] / row["ours_forward_ms"]
                 row["forward_backward_speedup"] = (
                     row["sdpa_forward_backward_ms"] / row["ours_forward_backward_ms"]
                 )
-                checks.append(check("attention_forward_speedup", row["forward_speedup"], dry_run))
-                checks.append(check("attention_forward_backward_speedup",
-                                    row["forward_backward_speedup"], dry_run))  # fmt: skip
-                checks[-2]["case"] = checks[-1]["case"] = (
-                    f"seq {seq} head_dim {head_dim} p {dropout}"
+                run.check("attention_forward_speedup", row["forward_speedup"], case)
+                run.check(
+                    "attention_forward_backward_speedup", row["forward_backward_speedup"], case
                 )
                 rows.append(row)
-    return {"shape": [batch, heads], "dtype": str(dtype), "rows": rows,
-            "compiled_kernels": compiled_kernels()}, checks  # fmt: skip
+                run.figures["compiled_kernels"] = compiled_kernels()
+                run.save()
 
 
 def _sdpa(q, k, v, dropout: float, device: torch.device):
@@ -259,12 +295,9 @@ def _peak_bytes(fn: Callable[[], object], device: torch.device) -> int | None:
     return torch.cuda.max_memory_allocated(device) - base
 
 
-def part_linear_cross_entropy(
-    out: Path, sizes: Sizes, dry_run: bool, tests: str
-) -> tuple[dict, list]:
+def part_linear_cross_entropy(run: PartRun) -> None:
     """Peak memory and forward+backward time: fused, naive (`F.cross_entropy(h @ W.T)`), Liger."""
-    device = _device(dry_run)
-    dtype = torch.float32 if dry_run else torch.bfloat16
+    sizes, device, dtype = run.sizes, _device(run.dry_run), _dtype(run.dry_run)
     tokens, width, vocab = sizes.linear_ce
     hidden = torch.randn(tokens, width, device=device, dtype=dtype, requires_grad=True)
     weight = (torch.randn(vocab, width, device=device, dtype=dtype) / width**0.5).requires_grad_()
@@ -280,7 +313,8 @@ def part_linear_cross_entropy(
         losses["liger"] = lambda: liger(weight, hidden, targets)
     except ImportError:
         pass
-    figures: dict = {"shape": [tokens, width, vocab], "dtype": str(dtype)}
+    figures = run.figures
+    figures.update(shape=[tokens, width, vocab], dtype=str(dtype))
 
     def step(loss_fn):
         hidden.grad = weight.grad = None
@@ -290,34 +324,30 @@ def part_linear_cross_entropy(
         figures[f"{name}_ms"] = 1e3 * median_seconds(lambda fn=loss_fn: step(fn), device, sizes)
         peak = _peak_bytes(lambda fn=loss_fn: step(fn), device)
         figures[f"{name}_peak_mib"] = None if peak is None else peak / 2**20
+        run.save()
     ratio = None
     if figures["naive_peak_mib"]:
         ratio = figures["fused_peak_mib"] / figures["naive_peak_mib"]
     figures["peak_memory_ratio"] = ratio
     figures["speedup"] = figures["naive_ms"] / figures["fused_ms"]
     figures["compiled_kernels"] = compiled_kernels()
-    return figures, [
-        check("linear_ce_peak_memory_ratio", ratio, dry_run),
-        check("linear_ce_speedup", figures["speedup"], dry_run),
-    ]
+    run.check("linear_ce_peak_memory_ratio", ratio)
+    run.check("linear_ce_speedup", figures["speedup"])
 
 
-def part_cross_entropy_bandwidth(
-    out: Path, sizes: Sizes, dry_run: bool, tests: str
-) -> tuple[dict, list]:
+def part_cross_entropy_bandwidth(run: PartRun) -> None:
     """Bandwidth of `cross_entropy`: the loss alone reads the logits once; loss and gradient also
     write the gradient (the kernel computes it in the forward). Bytes are that minimum traffic."""
-    device = _device(dry_run)
-    dtype = torch.float32 if dry_run else torch.bfloat16
+    sizes, device, dtype = run.sizes, _device(run.dry_run), _dtype(run.dry_run)
     tokens, vocab = sizes.cross_entropy
     logits = torch.randn(tokens, vocab, device=device, dtype=dtype)
     targets = torch.randint(0, vocab, (tokens,), device=device)
     grad_logits = logits.detach().clone().requires_grad_()
     size = logits.numel() * logits.element_size()
     peak = peak_bandwidth(device)
-    figures: dict = {"shape": [tokens, vocab], "dtype": str(dtype),
-                     "peak_bandwidth_gbs": None if peak is None else peak / 1e9}  # fmt: skip
-    checks = []
+    figures = run.figures
+    figures.update(shape=[tokens, vocab], dtype=str(dtype),
+                   peak_bandwidth_gbs=None if peak is None else peak / 1e9)  # fmt: skip
     for label, tensor, traffic in (
         ("loss", logits, size),
         ("loss_and_grad", grad_logits, 2 * size),
@@ -327,17 +357,15 @@ def part_cross_entropy_bandwidth(
         figures[f"{label}_gbs"] = traffic / seconds / 1e9
         fraction = None if peak is None else traffic / seconds / peak
         figures[f"{label}_bandwidth_fraction"] = fraction
-        checks.append(
-            {**check("cross_entropy_bandwidth_fraction", fraction, dry_run), "case": label}
-        )
+        run.check("cross_entropy_bandwidth_fraction", fraction, label)
+        run.save()
     figures["compiled_kernels"] = compiled_kernels()
-    return figures, checks
 
 
-def part_model(out: Path, sizes: Sizes, dry_run: bool, tests: str) -> tuple[dict, list]:
+def part_model(run: PartRun) -> None:
     """Training steps of the rtx-25m model (random tokens), eager and compiled: tokens/s, MFU."""
-    device = _device(dry_run)
-    if dry_run:
+    sizes, device = run.sizes, _device(run.dry_run)
+    if run.dry_run:
         config = ModelConfig(vocab_size=256, embed_dim=32, num_heads=2, num_layers=2,
                              max_seq_len=32, dropout=0.1, attention="auto")  # fmt: skip
         batch, seq, modes = 2, 32, (False,)
@@ -349,24 +377,24 @@ def part_model(out: Path, sizes: Sizes, dry_run: bool, tests: str) -> tuple[dict
                              max_seq_len=m.max_seq_len, dropout=m.dropout,
                              attention=m.attention, bias=m.bias)  # fmt: skip
         batch, seq, modes = cfg.train.batch_size, cfg.data.seq_len, (False, True)
-    figures: dict = {"batch": batch, "seq": seq, "steps": sizes.model_steps}
-    checks, errors = [], {}
+    figures = run.figures
+    figures.update(batch=batch, seq=seq, steps=sizes.model_steps)
+    errors: dict[str, str] = {}
     for compiled in modes:
         label = "compiled" if compiled else "eager"
         try:
             tokens_per_s, flops = _train_rate(config, batch, seq, compiled, device, sizes)
         except Exception as exc:  # noqa: BLE001 - one mode failing leaves the other's figures
             errors[label] = f"{type(exc).__name__}: {exc}"
+            figures["errors"] = errors
             continue
         mfu = model_flops_utilization(flops, tokens_per_s, peak_flops(device))
         figures[f"{label}_tokens_per_s"] = tokens_per_s
         figures[f"{label}_mfu"] = mfu
-        checks.append({**check("model_mfu", mfu, dry_run), "case": label})
-    if errors:
-        figures["errors"] = errors
-    if not checks:
+        run.check("model_mfu", mfu, label)
+        run.save()
+    if not run.checks:
         raise RuntimeError(f"no training mode ran: {errors}")
-    return figures, checks
 
 
 def _train_rate(
@@ -399,14 +427,14 @@ def _train_rate(
     return batch * seq * sizes.model_steps / (time.perf_counter() - start), flops
 
 
-def part_compile_report(out: Path, sizes: Sizes, dry_run: bool, tests: str) -> tuple[dict, list]:
+def part_compile_report(run: PartRun) -> None:
     """The compile-only report for this device's architecture (sm_90 stand-in on a dry run), and
     each kernel that ran in the other parts against it: same shared memory, fits, no spills."""
-    if dry_run:
+    if run.dry_run:
         arch, head_dims, kernel_names = "sm_90", (16,), ["cross_entropy_scale_rows"]
     else:
         major, minor = torch.cuda.get_device_capability()
-        arch, head_dims, kernel_names = f"sm_{major}{minor}", sizes.attention[3], []
+        arch, head_dims, kernel_names = f"sm_{major}{minor}", run.sizes.attention[3], []
     if arch not in resources.SHARED_LIMITS:
         raise ValueError(
             f"no compile-only limits for {arch} (known: {sorted(resources.SHARED_LIMITS)})"
@@ -418,7 +446,7 @@ def part_compile_report(out: Path, sizes: Sizes, dry_run: bool, tests: str) -> t
     records = resources.compile_report(job_list, processes=min(os.cpu_count() or 1, len(job_list)))
     ran = []
     for part in ("attention", "linear_cross_entropy", "cross_entropy_bandwidth"):
-        path = out / "parts" / f"{part}.json"
+        path = run.out / "parts" / f"{part}.json"
         if path.exists():
             ran += (
                 json.loads(path.read_text(encoding="utf-8"))
@@ -435,18 +463,14 @@ def part_compile_report(out: Path, sizes: Sizes, dry_run: bool, tests: str) -> t
         fits = kernel["shared_bytes"] <= resources.SHARED_LIMITS[arch] and not kernel["spills"]
         comparison.append({**kernel, "predicted_shared": sorted(shared),
                            "agrees": kernel["shared_bytes"] in shared and fits})  # fmt: skip
-    mismatches = sum(not c["agrees"] for c in comparison)
-    figures = {
-        "arch": arch,
-        "compiled": len(records),
-        "unfit_groups": [list(g) for g in resources.unfit_groups(records)],
-        "ran": comparison,
-    }
-    value = float(mismatches) if comparison or dry_run else math.nan  # nothing ran: no verdict
-    result = [check("compile_report_mismatches", value, dry_run)]
-    if not dry_run and not comparison:
-        result[0]["passed"] = False
-    return figures, result
+    unfit = [list(group) for group in resources.unfit_groups(records)]
+    run.figures.update(arch=arch, compiled=len(records), unfit_groups=unfit, ran=comparison)
+    # a kernel that disagrees with the report, or a group the report finds no fitting candidate for
+    run.check(
+        "compile_report_mismatches", float(sum(not c["agrees"] for c in comparison) + len(unfit))
+    )
+    if not run.dry_run and not comparison:  # no kernel ran in the other parts: nothing confirmed
+        run.checks[-1]["passed"] = False
 
 
 PART_FUNCTIONS = {
@@ -463,21 +487,20 @@ def _device(dry_run: bool) -> torch.device:
     return torch.device("cpu" if dry_run else "cuda")
 
 
+def _dtype(dry_run: bool) -> torch.dtype:
+    return torch.float32 if dry_run else torch.bfloat16
+
+
 def run_part(name: str, out: Path, dry_run: bool, tests: str) -> dict:
     """Run one part in this process and write out/parts/<name>.json; never raises."""
-    start = time.perf_counter()
-    record: dict = {"name": name, "status": "ok", "figures": {}, "checks": [], "error": None}
+    run = PartRun(name, out, DRY_SIZES if dry_run else GPU_SIZES, dry_run, tests)
     try:
-        figures, checks = PART_FUNCTIONS[name](out, DRY_SIZES if dry_run else GPU_SIZES,
-                                               dry_run, tests)  # fmt: skip
-        record.update(figures=figures, checks=checks)
+        PART_FUNCTIONS[name](run)
+        run.status = "ok"
     except Exception as exc:  # noqa: BLE001 - a part's failure is its record, never a crash
-        record.update(status="error", error=f"{type(exc).__name__}: {exc}",
-                      traceback=traceback.format_exc()[-4000:])  # fmt: skip
-    record["seconds"] = time.perf_counter() - start
-    (out / "parts").mkdir(parents=True, exist_ok=True)
-    (out / "parts" / f"{name}.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
-    return record
+        run.status = "error"
+        run.error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()[-3000:]}"
+    return run.save()
 
 
 def _run_child(name: str, out: Path, dry_run: bool, tests: str) -> dict:
@@ -491,17 +514,22 @@ def _run_child(name: str, out: Path, dry_run: bool, tests: str) -> dict:
     path = out / "parts" / f"{name}.json"
     path.unlink(missing_ok=True)
     start = time.perf_counter()
-    try:
-        proc = subprocess.run(command, check=False, env=env, capture_output=True, text=True,
-                              timeout=BUDGET_S[name])  # fmt: skip
-        failure = None if path.exists() else f"exit {proc.returncode}: {proc.stderr[-2000:]}"
-        status = "error"
-    except subprocess.TimeoutExpired:
-        failure, status = f"over its {BUDGET_S[name]} s budget", "timeout"
-    if failure is None:
-        return json.loads(path.read_text(encoding="utf-8"))
-    return {"name": name, "status": status, "figures": {}, "checks": [], "error": failure,
-            "seconds": time.perf_counter() - start}  # fmt: skip
+    # its own session, so that an overrun kills the part's whole process group (pytest, compilers)
+    with subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True, start_new_session=True) as proc:  # fmt: skip
+        try:
+            _, stderr = proc.communicate(timeout=BUDGET_S[name])
+            status, failure = "error", f"exit {proc.returncode}: {stderr[-2000:]}"
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            status, failure = "timeout", f"over its {BUDGET_S[name]} s budget"
+    record = {"name": name, "status": "running", "figures": {}, "checks": []}
+    if path.exists():  # what the child saved, in full or up to where it stopped
+        record = json.loads(path.read_text(encoding="utf-8"))
+    if record["status"] == "running":  # it died or overran: keep its figures, say why
+        record.update(status=status, error=failure, seconds=time.perf_counter() - start)
+    return record
 
 
 def environment(dry_run: bool) -> dict:
