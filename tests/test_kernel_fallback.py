@@ -144,7 +144,7 @@ def test_a_failing_attention_kernel_falls_back_to_sdpa_with_identical_losses(
     monkeypatch.setattr(module, "forward", broken)
     losses, warnings, summary = _train(shards, tmp_path / "auto", "model.attention=auto")
     assert losses == reference
-    reason = "out of resource" if failure == "exception" else "max error"
+    reason = "out of resource" if failure == "exception" else "relative error"
     _assert_one_fallback(warnings, summary, "flash_attention", reason)
     assert "model.attention=triton" in warnings[0]["message"]
 
@@ -161,7 +161,7 @@ def test_a_failing_cross_entropy_kernel_falls_back_to_pytorch_with_identical_los
     monkeypatch.setattr(module, "cross_entropy_rows", broken)
     losses, warnings, summary = _train(shards, tmp_path / "fused", "model.attention=sdpa")
     assert losses == reference
-    reason = "out of resource" if failure == "exception" else "max error"
+    reason = "out of resource" if failure == "exception" else "relative error"
     _assert_one_fallback(warnings, summary, "linear_cross_entropy", reason)
 
 

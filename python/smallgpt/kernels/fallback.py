@@ -82,7 +82,9 @@ def kernel_passes_probe(
     try:
         with torch.enable_grad(), torch.autocast(torch.device(device).type, enabled=False):
             error = probe(torch.device(device), dtype, head_dim, dropout)
-        reason = None if error <= _TOLERANCE[dtype] else f"max error {error:.3g} vs its reference"
+        reason = (
+            None if error <= _TOLERANCE[dtype] else f"relative error {error:.3g} vs its reference"
+        )
     except Exception as exc:  # noqa: BLE001 - any failure of an untested kernel: the run goes on
         first_line = (str(exc).strip().splitlines() or [""])[0][:200]
         reason = f"{type(exc).__name__}: {first_line}"
@@ -93,7 +95,9 @@ def kernel_passes_probe(
     return False
 
 
-def _inputs(shape: tuple[int, ...], generator: torch.Generator, device, dtype) -> Tensor:
+def _inputs(
+    shape: tuple[int, ...], generator: torch.Generator, device: torch.device, dtype: torch.dtype
+) -> Tensor:
     """Random inputs from a private generator: the probe leaves torch's global RNG untouched."""
     t = torch.randn(shape, generator=generator).to(device=device, dtype=dtype)
     return t.requires_grad_()
