@@ -70,7 +70,7 @@ class _SlotPool:
         shape = (cfg.num_layers, num_slots, cfg.num_heads, cfg.max_seq_len, cfg.head_dim)
         self.k = torch.zeros(shape, device=weight.device, dtype=weight.dtype)
         self.v = torch.zeros_like(self.k)
-        self.lengths = torch.zeros(num_slots, dtype=torch.long, device=weight.device)
+        self.lengths = [0] * num_slots  # host-side: no device sync to plan a step
 
 
 class _LayerSlots:
@@ -80,28 +80,39 @@ class _LayerSlots:
         self.batch, self.layer = batch, layer
 
     def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        b = self.batch
-        b.pool.k[self.layer][b.slots, :, b.lengths] = k[:, :, 0]
-        b.pool.v[self.layer][b.slots, :, b.lengths] = v[:, :, 0]
-        return (
-            b.pool.k[self.layer][b.slots, :, : b.width],
-            b.pool.v[self.layer][b.slots, :, : b.width],
-        )
+        b, keys, values = self.batch, self.batch.pool.k[self.layer], self.batch.pool.v[self.layer]
+        if b.span is not None and b.uniform:
+            # neighbouring slots of one length (a lone sequence, say): views, no gather
+            at = b.host_lengths[0]
+            keys[b.span, :, at : at + 1] = k
+            values[b.span, :, at : at + 1] = v
+            return keys[b.span, :, : b.width], values[b.span, :, : b.width]
+        keys[b.slots, :, b.lengths] = k[:, :, 0]
+        values[b.slots, :, b.lengths] = v[:, :, 0]
+        return keys[b.slots, :, : b.width], values[b.slots, :, : b.width]
 
 
 class _SlotBatch:
     """One decoding step over some slots of a pool; stands in for a KVCache in SmallGPT.hidden."""
 
     def __init__(self, pool: _SlotPool, slots: list[int]) -> None:
-        self.pool = pool
-        self.slots = torch.tensor(slots, dtype=torch.long, device=pool.lengths.device)
-        self.lengths = pool.lengths[self.slots]
-        self.width = int(self.lengths.max()) + 1
+        device = pool.k.device
+        self.pool, self.host_slots = pool, slots
+        self.host_lengths = [pool.lengths[s] for s in slots]
+        self.slots = torch.tensor(slots, dtype=torch.long, device=device)
+        self.lengths = torch.tensor(self.host_lengths, dtype=torch.long, device=device)
+        self.width = max(self.host_lengths) + 1
+        self.uniform = len(set(self.host_lengths)) == 1
+        first = slots[0]
+        self.span = slice(first, first + len(slots)) if slots == list(
+            range(first, first + len(slots))) else None
         self.start = torch.zeros_like(self.slots)
 
-    def positions_and_mask(self, num_new: int) -> tuple[Tensor, Tensor, bool]:
+    def positions_and_mask(self, num_new: int) -> tuple[Tensor, Tensor | None, bool]:
         if num_new != 1:
             raise ValueError("a slot batch decodes one token per sequence and step")
+        if self.uniform:  # every key is real for every sequence
+            return self.lengths[:, None], None, False
         keys = torch.arange(self.width, device=self.slots.device)
         mask = keys[None, :] <= self.lengths[:, None]
         return self.lengths[:, None], mask[:, None, None, :], False
@@ -110,7 +121,8 @@ class _SlotBatch:
         return _LayerSlots(self, index)
 
     def advance(self, num_new: int) -> None:
-        self.pool.lengths[self.slots] += num_new
+        for slot in self.host_slots:
+            self.pool.lengths[slot] += num_new
 
 
 @dataclass
@@ -267,6 +279,7 @@ class Scheduler:
         run.seq.on_finish(reason)
 
     def _forward(self, runs: list[_Running]) -> None:
+        runs = sorted(runs, key=lambda r: r.slot)  # neighbouring slots read as views
         tokens = torch.tensor(
             [[r.token] for r in runs], dtype=torch.long, device=self.device
         )
