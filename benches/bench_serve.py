@@ -1,0 +1,142 @@
+"""The server's batching on CPU: `python -m smallgpt.serve` on a 4-layer, 256-wide model.
+
+- concurrency: 16 clients at once x 64 new tokens each vs the same 16 requests one at a time;
+  total tokens/s (target: >= 4x), with the p50 and p99 request latency of both.
+- overhead: one request's tokens/s through HTTP vs `smallgpt.generate` in process on the same
+  model (target: >= 0.9x).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from smallgpt.checkpoint.load import load_model, load_tokenizer, save_checkpoint
+from smallgpt.config.loader import PACKAGE_DIR
+from smallgpt.generate.decoding import generate
+from smallgpt.model.config import ModelConfig
+from smallgpt.model.gpt import SmallGPT
+from smallgpt.tokenizer.bpe import Tokenizer
+
+from benches.report import report
+
+httpx = pytest.importorskip("httpx", reason="needs the test extra (httpx)")
+pytest.importorskip("uvicorn", reason="needs smallgpt[serve]")
+
+CLIENTS = 16
+THREADS = 1  # the server's and the in-process peer's, so that both compete equally
+NEW_TOKENS = 64
+PROMPTS = ["ROMEO:", "JULIET:", "KING HENRY:", "First Citizen:"]
+
+pytestmark = pytest.mark.benchmark(group="serve")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    text = (PACKAGE_DIR / "assets" / "tinyshakespeare.txt").read_text(encoding="utf-8")
+    tokenizer = Tokenizer.train([text[:200_000]], vocab_size=1000)
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=tokenizer.vocab_size, embed_dim=256, num_heads=4,
+                         num_layers=4, max_seq_len=256, dropout=0.0)
+    path = tmp_path_factory.mktemp("serve") / "checkpoint"
+    return save_checkpoint(SmallGPT.from_config(config), None, None, 0, None, path,
+                           tokenizer=tokenizer)
+
+
+@pytest.fixture(scope="module")
+def server(checkpoint):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "smallgpt.serve", "--checkpoint", str(checkpoint), "--port",
+         str(port), "--device", "cpu", "--max-batch", str(CLIENTS)],
+        env={**os.environ, "OMP_NUM_THREADS": str(THREADS)},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def requests() -> list[dict]:
+    return [{"prompt": PROMPTS[i % len(PROMPTS)], "max_tokens": NEW_TOKENS, "temperature": 0.8,
+             "seed": i} for i in range(CLIENTS)]
+
+
+async def _timed_post(http, body: dict) -> tuple[int, float]:
+    start = time.perf_counter()
+    answer = (await http.post("/v1/completions", json=body)).json()
+    return answer["usage"]["completion_tokens"], time.perf_counter() - start
+
+
+def run_clients(url: str, together: bool) -> tuple[float, list[float]]:
+    """(total tokens/s, latency of each request in s)."""
+
+    async def main():
+        async with httpx.AsyncClient(base_url=url, timeout=300) as http:
+            if together:
+                return await asyncio.gather(*(_timed_post(http, r) for r in requests()))
+            return [await _timed_post(http, r) for r in requests()]
+
+    start = time.perf_counter()
+    results = asyncio.run(main())
+    seconds = time.perf_counter() - start
+    return sum(tokens for tokens, _ in results) / seconds, [s for _, s in results]
+
+
+def percentile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+
+
+def test_concurrent_clients_vs_one_at_a_time(benchmark, server):
+    run_clients(server, together=True)  # warm-up
+    (rate, latencies) = benchmark.pedantic(run_clients, args=(server, True), rounds=1)
+    alone_rate, alone_latencies = run_clients(server, together=False)
+    report(
+        benchmark, rate, "tok/s", {"one at a time": alone_rate}, target=">= 4",
+        clients=CLIENTS, new_tokens=NEW_TOKENS, threads=THREADS,
+        p50_s=percentile(latencies, 50), p99_s=percentile(latencies, 99),
+        one_at_a_time_p50_s=percentile(alone_latencies, 50),
+        one_at_a_time_p99_s=percentile(alone_latencies, 99),
+    )
+
+
+def test_one_request_vs_generate_in_process(benchmark, server, checkpoint):
+    body = {"prompt": "ROMEO:", "max_tokens": NEW_TOKENS, "temperature": 0.8, "seed": 0}
+
+    def one_request() -> float:
+        start = time.perf_counter()
+        answer = httpx.post(f"{server}/v1/completions", json=body, timeout=300).json()
+        return answer["usage"]["completion_tokens"] / (time.perf_counter() - start)
+
+    one_request()  # warm-up
+    rate = benchmark.pedantic(one_request, rounds=1)
+    model, tokenizer = load_model(checkpoint), load_tokenizer(checkpoint)
+    prompt = [tokenizer.encode("ROMEO:")]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(THREADS)
+    try:
+        generate(model, prompt, 8)  # warm-up
+        start = time.perf_counter()
+        (ids,) = generate(model, prompt, NEW_TOKENS, temperature=0.8, seed=0)
+        in_process = len(ids) / (time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(threads)
+    report(benchmark, rate, "tok/s", {"generate in process": in_process}, target=">= 0.9",
+           new_tokens=NEW_TOKENS, threads=THREADS)
