@@ -45,6 +45,7 @@ def test_wheel_is_abi3_and_ships_kernels_presets_and_data(wheel):
         "smallgpt/kernels/cross_entropy.py",
         "smallgpt/configs/demo-cpu.yaml",
         "smallgpt/assets/tinyshakespeare.txt",
+        "smallgpt/serve/static/index.html",
     ):
         assert required in names, required
     assert any(n.startswith("smallgpt/_bpe") and n.endswith(".so") for n in names)
