@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from smallgpt import gpu_check
+from smallgpt.kernels import check as kernels_check
 
 TESTS = Path(__file__).resolve().parent
 CHECK_KEYS = {"name", "value", "target", "passed"}
@@ -99,3 +100,8 @@ def test_a_gpu_run_without_cuda_says_to_use_the_dry_run(tmp_path, capsys):
     assert gpu_check.main(["--out", str(tmp_path)]) == 2
     assert "--dry-run" in capsys.readouterr().err
     assert gpu_check.peak_bandwidth(torch.device("cpu")) is None
+
+
+def test_the_kernels_check_points_gpu_users_to_the_gpu_check(capsys):
+    assert kernels_check.main(["--gpu"]) == 2
+    assert "python -m smallgpt.gpu_check --out DIR" in capsys.readouterr().err

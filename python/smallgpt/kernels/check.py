@@ -5,6 +5,7 @@ each architecture asked (`--arch sm_80,sm_86,sm_89,sm_90` by default), prints on
 (kernel, head dim, dtype, architecture) with its best candidate, writes every record to `--json
 FILE`, and exits 1 when some group has no candidate that fits (shared memory within the
 architecture's limit, no spills). This module is the command line only; the work is in `resources`.
+`--gpu` only points to `python -m smallgpt.gpu_check`, which sits above the model it benchmarks.
 """
 
 from __future__ import annotations
@@ -17,11 +18,16 @@ import sys
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m smallgpt.kernels.check", description=__doc__)
-    parser.add_argument(
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument(
         "--compile-only",
         action="store_true",
-        required=True,
-        help="compile for the target architectures without a GPU (the only mode so far)",
+        help="compile for the target architectures without a GPU",
+    )
+    mode.add_argument(
+        "--gpu",
+        action="store_true",
+        help="points to python -m smallgpt.gpu_check (it trains a model, which kernels cannot)",
     )
     parser.add_argument("--arch", default="sm_80,sm_86,sm_89,sm_90", help="comma-separated")
     parser.add_argument("--dtype", default="fp16,bf16", help="comma-separated: fp16, bf16")
@@ -36,6 +42,13 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the report; returns the exit status (0: every group has a fitting candidate)."""
     args = _parser().parse_args(argv)
+    if args.gpu:
+        print(
+            "error: the GPU check is `python -m smallgpt.gpu_check --out DIR` (or `make "
+            "gpu-check`): it benchmarks the model too, so it lives above the kernels",
+            file=sys.stderr,
+        )
+        return 2
     if os.environ.get("TRITON_INTERPRET", "0") == "1":
         print(
             "error: unset TRITON_INTERPRET: the report compiles kernels for GPUs", file=sys.stderr
