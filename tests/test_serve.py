@@ -143,6 +143,7 @@ BAD = [
     (json.dumps({"prompt": "a", "stream": "yes"}).encode(), "stream"),
     (json.dumps({"prompt": "a", "seed": 1.5}).encode(), "seed"),
     (json.dumps({"prompt": "a", "stop": [1]}).encode(), "stop"),
+    (json.dumps({"prompt": "a", "stop": ["x", ""]}).encode(), "stop"),
     (json.dumps({"prompt": 5}).encode(), "prompt"),
     (json.dumps({"max_tokens": 3}).encode(), "prompt"),
     (json.dumps({"prompt": "Thou " * CONTEXT}).encode(), "prompt"),

@@ -92,6 +92,8 @@ def _strings(body: dict, name: str, max_items: int | None) -> list[str] | None:
     if not items or (max_items is not None and len(items) > max_items):
         most = "" if max_items is None else f" and at most {max_items}"
         raise RequestError(f"'{name}' must hold at least one string{most}", name)
+    if name == "stop" and not all(items):
+        raise RequestError("'stop' strings must not be empty", name)
     for s in items:
         try:
             s.encode("utf-8")
