@@ -171,6 +171,17 @@ def compiled_kernels() -> list[dict]:
     return found
 
 
+def record_compiled_kernels(figures: dict) -> None:
+    """Put `compiled_kernels()` in `figures`, or why Triton's cache could not be read (its layout is
+    Triton's internals): the measurements stand either way."""
+    try:
+        figures["compiled_kernels"] = compiled_kernels()
+    except (AttributeError, IndexError, TypeError, ValueError) as exc:
+        figures["compiled_kernels_error"] = (
+            f"triton {triton.__version__}: {type(exc).__name__}: {exc}"
+        )
+
+
 @dataclass
 class PartRun:
     """One part's inputs and what it has found so far. A part fills `figures` and `checks` and
@@ -271,7 +282,7 @@ def part_attention(run: PartRun) -> None:
                     "attention_forward_backward_speedup", row["forward_backward_speedup"], case
                 )
                 rows.append(row)
-                run.figures["compiled_kernels"] = compiled_kernels()
+                record_compiled_kernels(run.figures)
                 run.save()
 
 
@@ -337,7 +348,7 @@ def part_linear_cross_entropy(run: PartRun) -> None:
         ratio = figures["fused_peak_mib"] / figures["naive_peak_mib"]
     figures["peak_memory_ratio"] = ratio
     figures["speedup"] = figures["naive_ms"] / figures["fused_ms"]
-    figures["compiled_kernels"] = compiled_kernels()
+    record_compiled_kernels(figures)
     run.check("linear_ce_peak_memory_ratio", ratio)
     run.check("linear_ce_speedup", figures["speedup"])
 
@@ -366,7 +377,7 @@ def part_cross_entropy_bandwidth(run: PartRun) -> None:
         figures[f"{label}_bandwidth_fraction"] = fraction
         run.check("cross_entropy_bandwidth_fraction", fraction, label)
         run.save()
-    figures["compiled_kernels"] = compiled_kernels()
+    record_compiled_kernels(figures)
 
 
 def part_model(run: PartRun) -> None:
@@ -451,15 +462,16 @@ def part_compile_report(run: PartRun) -> None:
         if job.head_dim is None or job.head_dim in head_dims
     ]  # fmt: skip
     records = resources.compile_report(job_list, processes=min(os.cpu_count() or 1, len(job_list)))
-    ran = []
+    ran, unread = [], {}
     for part in ("attention", "linear_cross_entropy", "cross_entropy_bandwidth"):
         path = run.out / "parts" / f"{part}.json"
         if path.exists():
-            ran += (
-                json.loads(path.read_text(encoding="utf-8"))
-                .get("figures", {})
-                .get("compiled_kernels", [])
-            )
+            figures = json.loads(path.read_text(encoding="utf-8")).get("figures", {})
+            ran += figures.get("compiled_kernels", [])
+            if "compiled_kernels_error" in figures:
+                unread[part] = figures["compiled_kernels_error"]
+    if unread:
+        run.figures["compiled_kernels_errors"] = unread
     predicted: dict[tuple, set[int]] = {}
     for job, record in zip(job_list, records):
         key = (job.fn_name, job.num_warps, job.num_stages)
