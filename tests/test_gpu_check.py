@@ -105,3 +105,8 @@ def test_a_gpu_run_without_cuda_says_to_use_the_dry_run(tmp_path, capsys):
 def test_the_kernels_check_points_gpu_users_to_the_gpu_check(capsys):
     assert kernels_check.main(["--gpu"]) == 2
     assert "python -m smallgpt.gpu_check --out DIR" in capsys.readouterr().err
+
+
+def test_the_part_budgets_fit_the_eight_minutes_with_room_for_the_parent():
+    assert set(gpu_check.BUDGET_S) == set(gpu_check.PARTS)
+    assert sum(gpu_check.BUDGET_S.values()) <= 8 * 60 - 10
