@@ -30,7 +30,7 @@ MAX_STEPS = 30
 SLOW_WRITES = """
 import sys, time
 import smallgpt.checkpoint.store as ck
-from smallgpt.train import main
+from smallgpt.train.cli import main
 flush = ck._fsync_path
 def slow_flush(path):
     flush(path)

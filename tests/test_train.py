@@ -248,7 +248,7 @@ def test_wandb_requested_but_not_installed_is_a_clear_error(shards, tmp_path, mo
 
 
 def test_loss_plot_is_skipped_with_one_note_without_matplotlib(tmp_path, monkeypatch, capsys):
-    from smallgpt import plot
+    from smallgpt.train import plot
 
     records = [
         {"kind": "train", "step": 1, "loss": 3.0},
