@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from smallgpt.tokenizer.bpe import StreamDecoder
+from smallgpt.tokenizer.streaming import StreamDecoder
 
 from tests.tokenizer_helpers import TOKENIZERS, corpus_text, tiktoken_twin, trained
 

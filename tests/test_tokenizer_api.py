@@ -47,6 +47,23 @@ def test_token_byte_lengths_sum_to_the_texts_utf8_length(tokenizer):
         tokenizer.token_byte_lengths(1999)
 
 
+def test_file_encoders_draw_a_progress_bar_without_changing_the_ids(tokenizer, tmp_path, capsys):
+    path = tmp_path / "text.txt"
+    text = corpus_text("tinyshakespeare", 20000)
+    path.write_text(text, encoding="utf-8")
+    expected = tiktoken_twin(tokenizer).encode_ordinary(text)
+    capsys.readouterr()
+    assert tokenizer.encode_file_to_numpy(path, progress=True).tolist() == expected
+    bar = capsys.readouterr().err
+    assert "text.txt" in bar and "100%" in bar
+    out = tmp_path / "ids.bin"
+    assert tokenizer.encode_file_to_bin(path, out, progress=True) == len(expected)
+    assert np.fromfile(out, dtype=np.uint16).tolist() == expected
+    assert "100%" in capsys.readouterr().err
+    assert tokenizer.encode_file_to_numpy(path).tolist() == expected
+    assert capsys.readouterr().err == ""
+
+
 def test_special_tokens_is_a_copy(tokenizer):
     tokenizer.special_tokens["<|endoftext|>"] = 5
     assert tokenizer.eos_token_id == 1998

@@ -18,7 +18,7 @@ __version__: str = _bpe.__version__
 _EXPORTS: dict[str, str] = {
     "Tokenizer": "smallgpt.tokenizer.bpe",
     "SimpleTokenizer": "smallgpt.tokenizer.simple",
-    "StreamDecoder": "smallgpt.tokenizer.bpe",
+    "StreamDecoder": "smallgpt.tokenizer.streaming",
     "ModelConfig": "smallgpt.model.config",
     "SmallGPT": "smallgpt.model.gpt",
     "TextDataset": "smallgpt.data.datasets",

@@ -5,12 +5,12 @@ from smallgpt.tokenizer.bpe import (
     EOS_TOKEN,
     PAD_TOKEN,
     PathLike,
-    StreamDecoder,
     Tokenizer,
 )
 from smallgpt.tokenizer.simple import (
     SimpleTokenizer,
 )
+from smallgpt.tokenizer.streaming import StreamDecoder
 
 __all__ = [
     "DEFAULT_SPECIAL_TOKENS",

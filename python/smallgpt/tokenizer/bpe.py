@@ -8,9 +8,10 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
 import numpy as np
-from tqdm import tqdm
 
 from smallgpt import _bpe
+from smallgpt.tokenizer.progress import file_progress_bar
+from smallgpt.tokenizer.streaming import StreamDecoder
 
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|pad|>"
@@ -317,7 +318,7 @@ class Tokenizer:
         ValueError for a file that is not UTF-8.
         """
         path = os.fspath(path)
-        with _progress_bar(path, progress) as update:
+        with file_progress_bar(path, progress) as update:
             return self._core.encode_file_to_numpy(path, _check_threads(num_threads), update)
 
     def encode_file_to_bin(
@@ -333,7 +334,7 @@ class Tokenizer:
         in bounded memory. Returns the number of ids written. Raises like
         `encode_file_to_numpy`."""
         path = os.fspath(path)
-        with _progress_bar(path, progress) as update:
+        with file_progress_bar(path, progress) as update:
             return self._core.encode_file_to_bin(
                 path, os.fspath(out), _check_threads(num_threads), update
             )
@@ -460,67 +461,3 @@ class Tokenizer:
             f"Tokenizer(vocab_size={self.vocab_size}, pattern={self.pattern_name!r}, "
             f"special_tokens={list(self._specials)})"
         )
-
-
-class StreamDecoder:
-    """Decodes ids one (or a few) at a time, releasing text only once its UTF-8 characters are
-    complete: a character split over several tokens never shows up half-decoded.
-
-    The concatenation of everything `push` and `finish` return equals
-    `tokenizer.decode(all ids)`.
-    """
-
-    def __init__(self, tokenizer: Tokenizer) -> None:
-        """Start an empty stream for `tokenizer`."""
-        if not isinstance(tokenizer, Tokenizer):
-            raise TypeError(f"tokenizer must be a Tokenizer, not {type(tokenizer).__name__}")
-        self._tokenizer = tokenizer
-        self._stream = _bpe.Utf8Stream()
-
-    def push(self, ids: int | Sequence[int] | np.ndarray) -> str:
-        """Add one id or a sequence of ids; return the text they complete (possibly "")."""
-        if isinstance(ids, (int, np.integer)) and not isinstance(ids, bool):
-            data = self._tokenizer.id_to_bytes(int(ids))
-        else:
-            data = self._tokenizer.decode_bytes(ids)
-        return self._stream.push(data)
-
-    def finish(self) -> str:
-        """End the stream: an unfinished character comes out as U+FFFD. The decoder may then
-        be reused for a new stream."""
-        return self._stream.finish()
-
-    @property
-    def pending_bytes(self) -> bytes:
-        """Bytes held back because their character is not complete yet."""
-        return self._stream.pending
-
-
-class _NoProgress:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-class _FileProgress:
-    """A tqdm bar over a file's bytes; the Rust encoder calls it with the bytes done so far."""
-
-    def __init__(self, path: str) -> None:
-
-        size = os.path.getsize(path) if os.path.exists(path) else None
-        self._bar = tqdm(total=size, unit="B", unit_scale=True, desc=os.path.basename(path))
-
-    def __enter__(self) -> Any:
-        def update(done: int) -> None:
-            self._bar.update(done - self._bar.n)
-
-        return update
-
-    def __exit__(self, *exc: object) -> None:
-        self._bar.close()
-
-
-def _progress_bar(path: str, enabled: bool) -> _NoProgress | _FileProgress:
-    return _FileProgress(path) if enabled else _NoProgress()
