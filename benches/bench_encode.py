@@ -5,6 +5,15 @@ everything a first call pays for, and no tool sees text it has already encoded. 
 (32000 ids, GPT-2 pattern) is trained on the first 10 MB of the Gutenberg corpus; speed is
 measured on 10 MB that follow them. The peers load the same vocabulary through our exports
 (tiktoken rank file, Hugging Face tokenizer.json), and their ids are checked against ours.
+
+Two things keep the first-call figures of the tools comparable:
+- "1 core" means one: the child pins itself to one CPU before it imports anything, so a tool
+  with its own thread pool (not only rayon's, which `RAYON_NUM_THREADS` sizes) gets one core.
+- No child pays the machine's one-off costs for the others. On a fresh VM the first process to
+  touch memory also pays the host for backing it (here up to ~5 us per 4 KiB page, and a first
+  call on 10 MB touches ~80 MB): before any timed child, an untimed one touches more memory
+  than any of them, and each figure is the best of `ROUNDS` children alternated between tools.
+  The child's page faults and CPU time are recorded beside its speed.
 """
 
 from __future__ import annotations
@@ -23,7 +32,9 @@ from tests.corpora import corpus_path
 VOCAB_SIZE = 32000
 TEXT_OFFSET = 10_000_000  # the tokenizer is trained on the bytes before this
 TEXT_BYTES = 10_000_000
-SINGLE_THREAD = {**os.environ, "RAYON_NUM_THREADS": "1"}
+ROUNDS = 2  # fresh children per tool and cell, alternated; the fastest counts
+ONE_CORE = {**os.environ, "RAYON_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+PRIME_MB = 1024  # more than any timed child touches
 
 pytestmark = pytest.mark.benchmark(group="encode")
 
@@ -61,18 +72,37 @@ encode = lambda text: tok.encode(text).ids
 }
 PEERS = ("tiktoken", "fastokens", "tokie")
 
+# Pins the child to one CPU before anything starts a thread (None: every CPU it may use).
+PIN = """
+import os
+if {cpu!r} is not None:
+    os.sched_setaffinity(0, {{{cpu!r}}})
+"""
+
 FIRST_CALL = """
+import resource
 import time
 import numpy as np
 paths = {paths!r}
 {loader}
 with open(paths["text"], encoding="utf-8") as f:
     text = f.read()
-start = time.perf_counter()
+faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+cpu, start = time.process_time(), time.perf_counter()
 ids = encode(text)
 seconds = time.perf_counter() - start
+RESULT["cpu_s"] = time.process_time() - cpu
+RESULT["page_faults"] = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
 RESULT["mb_per_s"] = len(text.encode("utf-8")) / 1e6 / seconds
 np.save(paths["out"], np.asarray(ids, dtype=np.uint32))
+"""
+
+# Touches PRIME_MB of fresh memory page by page, so that the host backs it before the timed
+# children run (the guest kernel hands pages freed by one process to the next).
+PRIME = """
+size = {mb} << 20
+memory = bytearray(size)
+memory[::4096] = bytes(len(range(0, size, 4096)))
 """
 
 
@@ -99,43 +129,73 @@ def files(tmp_path_factory, shared_data) -> dict[str, str]:
     return paths
 
 
+@pytest.fixture(scope="module")
+def primed(files) -> dict[str, str]:
+    """`files`, after an untimed child has touched more memory than any timed one will."""
+    run_fresh(PRIME.format(mb=PRIME_MB))
+    return files
+
+
+def _one_core() -> int:
+    """The CPU a one-core child pins itself to: the last this process may run on."""
+    return max(os.sched_getaffinity(0))
+
+
 def _first_call(
-    tool: str, files: dict[str, str], out: Path, env: dict[str, str] | None
-) -> tuple[float, np.ndarray]:
+    tool: str, files: dict[str, str], out: Path, cpu: int | None
+) -> tuple[dict, np.ndarray]:
     paths = {**files, "out": str(out)}
-    code = FIRST_CALL.format(paths=paths, loader=LOADERS[tool])
-    result = run_fresh(code, env=env)
-    return result["mb_per_s"], np.load(out)
+    code = PIN.format(cpu=cpu) + FIRST_CALL.format(paths=paths, loader=LOADERS[tool])
+    result = run_fresh(code, env=ONE_CORE if cpu is not None else None)
+    return result, np.load(out)
 
 
-@pytest.mark.parametrize(
-    "threads, env", [("1 thread", SINGLE_THREAD), ("all threads", None)], ids=["1", "all"]
-)
-def test_first_call_encode_throughput(benchmark, files, tmp_path, threads, env):
-    # `encode` is single-threaded in smallgpt and tiktoken; fastokens and tokie may use
-    # several threads for one text unless RAYON_NUM_THREADS=1.
-    ours, our_ids = benchmark.pedantic(
-        _first_call, args=("smallgpt", files, tmp_path / "smallgpt.npy", env), rounds=1
+def _best_first_calls(
+    tools: list[str], files: dict[str, str], out: Path, cpu: int | None
+) -> dict[str, dict]:
+    """Each tool's fastest of ROUNDS first calls, the tools alternated; every tool's ids are
+    checked against the first tool's."""
+    best: dict[str, dict] = {}
+    reference = None
+    for _ in range(ROUNDS):
+        for tool in tools:
+            result, ids = _first_call(tool, files, out, cpu)
+            if reference is None:
+                reference = ids
+            assert np.array_equal(ids, reference), f"{tool} gives other ids than {tools[0]}"
+            if tool not in best or result["mb_per_s"] > best[tool]["mb_per_s"]:
+                best[tool] = result
+    return best
+
+
+@pytest.mark.parametrize("cores", ["1 core", "all cores"], ids=["1", "all"])
+def test_first_call_encode_throughput(benchmark, primed, tmp_path, cores):
+    # With all cores, smallgpt's `encode` of a text over 2 MiB runs on every core, as do
+    # fastokens' and tokie's; tiktoken's runs on one.
+    cpu = _one_core() if cores == "1 core" else None
+    tools = ["smallgpt"] + [t for t in PEERS if importlib.util.find_spec(t) is not None]
+    missing = [f"{t} (pip install {t})" for t in PEERS if t not in tools]
+    if cpu is None:
+        tools.append("smallgpt encode_to_numpy")  # the parallel entry point without lists
+    best = benchmark.pedantic(
+        _best_first_calls, args=(tools, primed, tmp_path / "ids.npy", cpu), rounds=1
     )
-    details: dict[str, object] = {"threads": threads}
-    if env is None:
-        # The parallel entry point, for comparison with peers that use every core.
-        speed, ids = _first_call("smallgpt encode_to_numpy", files, tmp_path / "numpy.npy", env)
-        assert np.array_equal(ids, our_ids)
-        details["encode_to_numpy_mb_per_s"] = speed
-    peers, missing = {}, []
-    for tool in PEERS:
-        if importlib.util.find_spec(tool) is None:
-            missing.append(f"{tool} (pip install {tool})")
-            continue
-        peers[tool], ids = _first_call(tool, files, tmp_path / f"{tool}.npy", env)
-        assert np.array_equal(ids, our_ids), f"{tool} gives other ids than smallgpt"
+    ours = best.pop("smallgpt")
+    details: dict[str, object] = {
+        "cores": cores,
+        "pinned_cpu": cpu,
+        "rounds": ROUNDS,
+        "page_faults": ours["page_faults"],
+        "cpu_s": ours["cpu_s"],
+    }
+    if "smallgpt encode_to_numpy" in best:
+        details["encode_to_numpy_mb_per_s"] = best.pop("smallgpt encode_to_numpy")["mb_per_s"]
     report(
         benchmark,
-        ours,
+        ours["mb_per_s"],
         "MB/s",
-        peers,
-        target=">= 1.0 vs fastokens",
+        {tool: result["mb_per_s"] for tool, result in best.items()},
+        target=">= 1.0 vs every peer",
         not_installed=missing,
         **details,
     )
