@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "python" / "smallgpt"
 
 # Pipeline order, bottom first; the stages of one level never import each other.
 LEVELS: list[set[str]] = [
-    {"_bpe", "config", "kernels"},
+    {"_bpe", "config", "corpus", "kernels"},
     {"tokenizer", "optim"},
     {"model"},
     {"checkpoint"},

@@ -1,17 +1,23 @@
-"""Token shards on disk: `train.bin`/`val.bin` of token ids and `meta.json`, written in bounded memory."""
+"""Token shards on disk: `train.bin`/`val.bin` of token ids and `meta.json`, written from a
+corpus in bounded memory, resumably."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
+from smallgpt import _bpe
 from smallgpt.checkpoint.store import sha256_file
+from smallgpt.corpus.chunks import Chunk, read_chunks
+from smallgpt.corpus.sources import Source, resolve_sources
 
 SHARD_FORMAT = "smallgpt-token-shards"
 SHARD_VERSION = 1
@@ -25,56 +31,232 @@ def _check_split(split: str) -> str:
     return split
 
 
-_COPY_CHUNK = 1 << 22  # tokens per copy step: bounds memory whatever the file size
+_COPY_CHUNK = 1 << 22  # tokens per copy step: bounds memory whatever the document size
+_CHUNK_CHARS = 8 << 20  # text characters per chunk: the unit of work and of resuming
+_PIECE_CHARS = 1 << 20  # a text file's document is encoded in pieces of about this size
+STATE_FILE = "prepare_state.json"
+_STATE_VERSION = 1
+_PENDING = "pending.bin.partial"
+_MASK64 = (1 << 64) - 1
 
 
-class _SplitWriter:
-    """Appends tokens to one split's `.bin.partial` file and counts its tokens and text bytes."""
-
-    def __init__(self, path: Path, dtype: np.dtype, byte_lengths: np.ndarray) -> None:
-        self.path, self.dtype, self.byte_lengths = path, dtype, byte_lengths
-        self.path.write_bytes(b"")
-        self.tokens = 0
-        self.text_bytes = 0
-
-    def count(self, ids: np.ndarray) -> None:
-        self.tokens += len(ids)
-        self.text_bytes += int(self.byte_lengths[ids].sum())
-
-    def append(self, ids: np.ndarray) -> None:
-        with self.path.open("ab") as f:
-            ids.astype(self.dtype, copy=False).tofile(f)
-        self.count(ids)
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser on uint64s (wrapping arithmetic)."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
 
 
-def _split_file(
-    path: Path,
-    tokenizer: Any,
-    train: _SplitWriter,
-    val: _SplitWriter,
-    val_fraction: float,
-    show_progress: bool,
-) -> int:
-    """Encode `path` onto the end of train's file, move its last val_fraction to val, add eos."""
-    before = train.tokens
-    added = tokenizer.encode_file_to_bin(path, train.path, progress=show_progress)
-    if added == 0:
-        return 0  # an empty document adds nothing, not even an end-of-text token
-    num_val = math.ceil(added * val_fraction)
-    num_train = added - num_val
-    tokens = np.memmap(train.path, dtype=train.dtype, mode="r", shape=(before + added,))
-    for lo in range(before, before + num_train, _COPY_CHUNK):
-        train.count(tokens[lo : min(lo + _COPY_CHUNK, before + num_train)])
-    for lo in range(before + num_train, before + added, _COPY_CHUNK):
-        val.append(np.array(tokens[lo : min(lo + _COPY_CHUNK, before + added)]))
-    del tokens
-    with train.path.open("r+b") as f:
-        f.truncate((before + num_train) * train.dtype.itemsize)
-    eos = np.array([tokenizer.eos_token_id])
-    for writer, count in ((train, num_train), (val, num_val)):
-        if count:
-            writer.append(eos)
-    return added
+def held_out(seed: int, source: int, documents: np.ndarray, val_fraction: float) -> np.ndarray:
+    """Which documents (numbers within source `source`) go to the validation split.
+
+    Document d is held out when a 64-bit hash of (seed, source, d) falls in the lowest
+    `val_fraction` of its range: a seeded random sample of about val_fraction of the documents
+    that depends on nothing else (not on chunking, order of reading or resuming).
+    """
+    key = (seed * 0x9E3779B97F4A7C15 + source * 0xD1B54A32D192ED03) & _MASK64
+    mixed = _mix64(np.asarray(documents, dtype=np.uint64) + np.uint64(key))
+    return (mixed >> np.uint64(11)).astype(np.float64) * 2.0**-53 < val_fraction
+
+
+class _TokenFile:
+    """A `.partial` token file open for appending; counts its tokens, text bytes and documents."""
+
+    def __init__(self, path: Path, dtype: np.dtype, byte_lengths: np.ndarray, state: dict) -> None:
+        self.path, self.dtype, self.byte_lengths, self.state = path, dtype, byte_lengths, state
+        self.file = path.open("r+b")
+        self.file.truncate(state["tokens"] * dtype.itemsize)
+        self.file.seek(0, os.SEEK_END)
+
+    def append(self, ids: np.ndarray, eos: int | None = None) -> None:
+        """Write `ids` (then `eos`, which ends a document, if given)."""
+        if len(ids):
+            ids.astype(self.dtype, copy=False).tofile(self.file)
+            self.state["tokens"] += len(ids)
+            self.state["text_bytes"] += int(self.byte_lengths[ids].sum())
+        if eos is not None:
+            np.array([eos], dtype=self.dtype).tofile(self.file)
+            self.state["tokens"] += 1
+            self.state["documents"] += 1
+
+    def copy_from(self, tokens: np.ndarray, lo: int, hi: int, eos: int) -> None:
+        """Append tokens[lo:hi] and `eos` in bounded steps (nothing when lo == hi)."""
+        for start in range(lo, hi, _COPY_CHUNK):
+            self.append(np.array(tokens[start : min(start + _COPY_CHUNK, hi)]))
+        if hi > lo:
+            self.append(tokens[:0], eos)
+
+    def sync(self) -> None:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+
+
+def _empty_state(sources: list[Source]) -> dict:
+    split = {"tokens": 0, "text_bytes": 0, "documents": 0}
+    return {
+        "chunks_done": 0,
+        "splits": {name: dict(split) for name in SPLITS},
+        "pending_tokens": 0,
+        "skipped_records": 0,
+        "sources": [{"tokens": 0, "documents": 0} for _ in sources],
+    }
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _why_not_resume(saved: Any, header: dict, out: Path, itemsize: int) -> str | None:
+    """Why the saved state cannot be continued (None: it can)."""
+    if not isinstance(saved, dict) or saved.get("version") != _STATE_VERSION:
+        return f"{STATE_FILE} is from another smallgpt version"
+    if saved.get("tokenizer_sha256") != header["tokenizer_sha256"]:
+        return "the tokenizer changed"
+    if saved.get("options") != header["options"]:
+        changed = [k for k, v in header["options"].items() if saved["options"].get(k) != v]
+        return f"the options changed ({', '.join(changed) or 'their set'})"
+    old, new = saved.get("inputs", []), header["inputs"]
+    for before, now in zip(old, new):
+        if before != now:
+            return f"input {now.get('path', now.get('name'))} changed (size, mtime or content)"
+    if len(old) != len(new):
+        return f"the inputs changed ({len(old)} before, {len(new)} now)"
+    state = saved["state"]
+    sizes = {name: state["splits"][name]["tokens"] for name in SPLITS}
+    sizes["pending"] = state["pending_tokens"]
+    for name, tokens in sizes.items():
+        path = out / (_PENDING if name == "pending" else f"{name}.bin.partial")
+        if not path.is_file() or path.stat().st_size < tokens * itemsize:
+            return f"{path.name} is missing or shorter than the saved state says"
+    return None
+
+
+def _start_state(
+    out: Path, header: dict, sources: list[Source], itemsize: int, log: Callable[[str], None]
+) -> dict:
+    """The saved state to continue from, or a fresh one (with empty partial files)."""
+    path = out / STATE_FILE
+    if path.is_file():
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            saved = None
+        why = _why_not_resume(saved, header, out, itemsize)
+        if why is None:
+            state = saved["state"]
+            log(f"resuming the preparation in {out} after chunk {state['chunks_done']}")
+            return state
+        log(f"starting the preparation in {out} over: {why}")
+    for name in (*(f"{n}.bin.partial" for n in SPLITS), _PENDING):
+        (out / name).write_bytes(b"")
+    state = _empty_state(sources)
+    _write_json_atomic(path, {**header, "state": state})
+    return state
+
+
+class _Preparation:
+    """Encodes chunks onto the partial token files and commits the state after each."""
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        sources: list[Source],
+        out: Path,
+        header: dict,
+        state: dict,
+        val_fraction: float,
+        seed: int,
+    ) -> None:
+        self.tokenizer, self.sources, self.out, self.header = tokenizer, sources, out, header
+        self.state, self.val_fraction, self.seed = state, val_fraction, seed
+        self.dtype = tokenizer.token_dtype
+        self.eos = tokenizer.eos_token_id
+        byte_lengths = tokenizer.token_byte_lengths()
+        self.splits = {
+            name: _TokenFile(
+                out / f"{name}.bin.partial", self.dtype, byte_lengths, state["splits"][name]
+            )
+            for name in SPLITS
+        }
+        self.pending = (out / _PENDING).open("r+b")
+        self.pending.truncate(state["pending_tokens"] * self.dtype.itemsize)
+        self.pending.seek(0, os.SEEK_END)
+
+    def _split_whole(self, ids: np.ndarray) -> None:
+        """A text file's document: its last val_fraction of tokens (rounded up) go to val."""
+        num_val = math.ceil(len(ids) * self.val_fraction)
+        cut = len(ids) - num_val
+        if cut:
+            self.splits["train"].append(ids[:cut], self.eos)
+        if num_val:
+            self.splits["val"].append(ids[cut:], self.eos)
+
+    def _split_pending(self) -> None:
+        """The same for a document gathered in the pending file, copied in bounded steps."""
+        self.pending.flush()
+        total = self.state["pending_tokens"]
+        if total:
+            tokens = np.memmap(self.pending.name, dtype=self.dtype, mode="r", shape=(total,))
+            cut = total - math.ceil(total * self.val_fraction)
+            self.splits["train"].copy_from(tokens, 0, cut, self.eos)
+            self.splits["val"].copy_from(tokens, cut, total, self.eos)
+            del tokens
+        self.state["pending_tokens"] = 0
+
+    def encode(self, chunk: Chunk) -> None:
+        """Encode and place every piece of `chunk`, then commit."""
+        pieces = chunk.pieces
+        encoded = self.tokenizer.encode_batch([p.text for p in pieces])
+        records = [i for i, p in enumerate(pieces) if not self.sources[p.source].single_document]
+        to_val = np.zeros(len(pieces), dtype=bool)
+        for source in {pieces[i].source for i in records}:
+            mine = [i for i in records if pieces[i].source == source]
+            numbers = np.array([pieces[i].document for i in mine], dtype=np.uint64)
+            to_val[mine] = held_out(self.seed, source, numbers, self.val_fraction)
+        for index, (piece, ids_list) in enumerate(zip(pieces, encoded, strict=True)):
+            ids = np.fromiter(ids_list, dtype=self.dtype, count=len(ids_list))
+            counts = self.state["sources"][piece.source]
+            counts["tokens"] += len(ids)
+            counts["documents"] += piece.last
+            if not self.sources[piece.source].single_document:
+                if len(ids):
+                    self.splits["val" if to_val[index] else "train"].append(ids, self.eos)
+            elif piece.first and piece.last:
+                self._split_whole(ids)
+            else:
+                ids.tofile(self.pending)
+                self.state["pending_tokens"] += len(ids)
+                if piece.last:
+                    self._split_pending()
+        self.state["chunks_done"] = chunk.index + 1
+        self.state["skipped_records"] = chunk.skipped
+        self.commit()
+
+    def commit(self) -> None:
+        """Make the files durable, then the state that describes them; a document that ended
+        in this chunk (chunks end there) no longer needs the pending file."""
+        for split in self.splits.values():
+            split.sync()
+        self.pending.flush()
+        os.fsync(self.pending.fileno())
+        _write_json_atomic(self.out / STATE_FILE, {**self.header, "state": self.state})
+        if self.state["pending_tokens"] == 0:
+            self.pending.truncate(0)
+            self.pending.seek(0)
+
+    def close(self) -> None:
+        for split in self.splits.values():
+            split.file.close()
+        self.pending.close()
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
 
 
 def prepare_shards(
@@ -83,66 +265,134 @@ def prepare_shards(
     out_dir: str | os.PathLike,
     *,
     val_fraction: float = 0.01,
+    split_seed: int = 0,
+    text_field: str = "text",
+    skip_bad_records: bool = False,
     show_progress: bool = True,
+    log: Callable[[str], None] | None = None,
 ) -> dict:
-    """Tokenize text files into `out_dir/{train,val}.bin`, `meta.json` and `tokenizer.json`.
+    """Tokenize a corpus into `out_dir/{train,val}.bin`, `meta.json` and `tokenizer.json`.
 
-    Each input file is one document, followed by `<|endoftext|>` in each split it feeds. The
-    validation split is the last `val_fraction` of each file's tokens (rounded up), the training
-    split the rest, so both see every source. Token files are raw uint16 (vocab <= 65536) or uint32
-    arrays for np.memmap. meta.json records the format version, the tokenizer's sha256, dtype,
-    vocab size, token and text-byte counts per split (for bits per byte) and the sources. Files
-    are streamed by the Rust encoder straight to disk and split in fixed-size chunks, so memory
-    stays bounded whatever their size; show_progress gives a tqdm bar per file.
-    Returns the meta dict. Raises FileNotFoundError for a missing input, ValueError for no inputs,
-    val_fraction outside [0, 1) or a file that is not UTF-8.
+    `inputs` are what smallgpt.corpus reads: text, JSONL and Parquet files (plain, .gz, .zst or
+    .bz2), directories and glob patterns (sorted), `hf:NAME[:SPLIT]`. Each document is followed
+    by `<|endoftext|>` in each split it feeds; an empty document adds nothing. Validation split:
+    a text file is one document, and the last `val_fraction` of its tokens (rounded up) go to
+    val; the documents of a file of records (JSONL, Parquet, dataset rows) go whole, a seeded
+    (`split_seed`) random ~val_fraction of them to val (`held_out`). Token files are raw
+    uint16 (vocab <= 65536) or uint32 arrays for np.memmap; meta.json records the format
+    version, the tokenizer's sha256, dtype, vocab size, tokens, text bytes and documents per
+    split (for bits per byte), skipped records and the sources.
+
+    Memory is bounded: text is read in chunks of about 8 MB on a background thread (a few
+    chunks at a time, see smallgpt.corpus.chunks) and encoded on all cores. After each chunk
+    the token files and a state file (`prepare_state.json`: inputs with sizes and mtimes, the
+    tokenizer's hash, the options, the chunk reached) are made durable, so a killed run
+    called again with the same arguments continues from the last completed chunk and writes
+    the same bytes; with changed inputs it starts over and `log` (default: stderr) says why.
+    The `.bin` files and meta.json appear only when everything is written. show_progress gives
+    a tqdm bar in bytes read with the count of documents.
+
+    Returns the meta dict. Raises FileNotFoundError for a missing input, ValueError for no
+    inputs or val_fraction outside [0, 1), smallgpt.corpus.CorpusError (a ValueError) for
+    bad input, naming the file and the line, row or byte offset.
     """
-    paths = [Path(p) for p in inputs]
-    if not paths:
-        raise ValueError("prepare_shards needs at least one input file")
-    for path in paths:
-        if not path.is_file():
-            raise FileNotFoundError(f"input file not found: {path}")
+    sources = resolve_sources(inputs)
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     if tokenizer.eos_token_id is None:
         raise ValueError("the tokenizer has no <|endoftext|> token to separate documents")
+    log = _stderr if log is None else log
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "meta.json").unlink(missing_ok=True)  # stale until this run's shards are complete
     tokenizer.save(out / "tokenizer.json")
-    dtype = np.dtype(np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32)
-    byte_lengths = tokenizer.token_byte_lengths()
-    writers = {
-        name: _SplitWriter(out / f"{name}.bin.partial", dtype, byte_lengths) for name in SPLITS
+    options = {
+        "val_fraction": val_fraction,
+        "split_seed": split_seed,
+        "text_field": text_field,
+        "skip_bad_records": skip_bad_records,
+        "chunk_chars": _CHUNK_CHARS,
+        "piece_chars": _PIECE_CHARS,
     }
-    sources = []
-    for path in paths:
-        added = _split_file(path, tokenizer, *writers.values(), val_fraction, show_progress)
-        sources.append({"path": str(path.resolve()), "bytes": path.stat().st_size, "tokens": added})
+    header = {
+        "version": _STATE_VERSION,
+        "inputs": [s.fingerprint() for s in sources],
+        "tokenizer_sha256": sha256_file(out / "tokenizer.json"),
+        "options": options,
+    }
+    itemsize = tokenizer.token_dtype.itemsize
+    state = _start_state(out, header, sources, itemsize, log)
+    work = _Preparation(tokenizer, sources, out, header, state, val_fraction, split_seed)
+    pattern = tokenizer.pattern_name
+    chunks = read_chunks(
+        sources,
+        chunk_chars=_CHUNK_CHARS,
+        piece_chars=_PIECE_CHARS,
+        cut=lambda text: _bpe.safe_cut(text, pattern),
+        text_field=text_field,
+        skip_bad_records=skip_bad_records,
+    )
+    total = sum(s.size() for s in sources) or None
+    with tqdm(
+        total=total, unit="B", unit_scale=True, desc="prepare", disable=not show_progress
+    ) as bar:
+        try:
+            for chunk in chunks:
+                if chunk.index >= state["chunks_done"]:
+                    work.encode(chunk)
+                bar.update(chunk.bytes_done - bar.n)
+                bar.set_postfix(documents=chunk.documents, refresh=False)
+        finally:
+            work.close()
+    return _finish(tokenizer, sources, out, header, state, val_fraction, log)
+
+
+def _finish(
+    tokenizer: Any,
+    sources: list[Source],
+    out: Path,
+    header: dict,
+    state: dict,
+    val_fraction: float,
+    log: Callable[[str], None],
+) -> dict:
+    """Rename the partial files into place and write meta.json last."""
     splits = {}
-    for name, writer in writers.items():
-        os.replace(writer.path, out / f"{name}.bin")
-        splits[name] = {
-            "file": f"{name}.bin",
-            "tokens": writer.tokens,
-            "text_bytes": writer.text_bytes,
-        }
+    for name in SPLITS:
+        os.replace(out / f"{name}.bin.partial", out / f"{name}.bin")
+        splits[name] = {"file": f"{name}.bin", **state["splits"][name]}
+    if val_fraction > 0 and splits["val"]["tokens"] == 0:
+        log(f"val_fraction={val_fraction} held out no document: the validation split is empty")
     meta = {
         "format": SHARD_FORMAT,
         "version": SHARD_VERSION,
-        "dtype": dtype.name,
+        "dtype": tokenizer.token_dtype.name,
         "vocab_size": tokenizer.vocab_size,
         "eos_token_id": tokenizer.eos_token_id,
         "pad_token_id": tokenizer.pad_token_id,
         "tokenizer_file": "tokenizer.json",
-        "tokenizer_sha256": sha256_file(out / "tokenizer.json"),
+        "tokenizer_sha256": header["tokenizer_sha256"],
         "val_fraction": val_fraction,
-        "val_split": "last val_fraction of each source file's tokens",
+        "split_seed": header["options"]["split_seed"],
+        "val_split": (
+            "last val_fraction of each text file's tokens; whole documents (seeded) of files "
+            "of records"
+        ),
         "splits": splits,
-        "sources": sources,
+        "skipped_records": state["skipped_records"],
+        "sources": [
+            {
+                "path": str(s.path.resolve()) if s.path else s.name,
+                "format": s.format,
+                "bytes": s.size(),
+                **counts,
+            }
+            for s, counts in zip(sources, state["sources"], strict=True)
+        ],
     }
-    (out / "meta.json").write_text(json.dumps(meta, indent=1))
+    _write_json_atomic(out / "meta.json", meta)
+    (out / STATE_FILE).unlink(missing_ok=True)
+    (out / _PENDING).unlink(missing_ok=True)
     return meta
 
 

@@ -1,0 +1,410 @@
+"""Where documents come from: text, JSONL and Parquet files (plain or compressed), directories,
+glob patterns and Hugging Face datasets, each read as a stream of documents.
+
+A `.txt` file is one document. A `.jsonl`/`.ndjson` line and a `.parquet` row is one document:
+its `text_field` (default "text"). `.gz`, `.zst` and `.bz2` after any of these decompress by
+extension. Directories are searched recursively and, like glob patterns, give their files in
+sorted order, so a corpus always reads the same way. `hf:NAME[:SPLIT]` reads a `datasets`
+dataset (a Hub name or a folder written by `save_to_disk`; split default "train").
+Documents are separated downstream by `<|endoftext|>`; nothing is added or removed here.
+"""
+
+from __future__ import annotations
+
+import bz2
+import codecs
+import glob
+import gzip
+import io
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+FORMATS = {".txt": "text", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+COMPRESSIONS = (".gz", ".zst", ".bz2")
+HF_PREFIX = "hf:"
+_BLOCK = 1 << 20  # bytes read from a text file at a time
+
+
+def accepted_extensions() -> list[str]:
+    """Every file ending read as a corpus, e.g. ".jsonl", ".jsonl.zst"."""
+    return [f + c for f in FORMATS for c in ("", *COMPRESSIONS)]
+
+
+class CorpusError(ValueError):
+    """A corpus input that cannot be read; the message names the file and the place."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input: a file (`path`, its `format` and `compression`) or a `datasets` dataset."""
+
+    name: str
+    format: str
+    path: Path | None = None
+    compression: str | None = None
+
+    @property
+    def single_document(self) -> bool:
+        """True for a text file, which is one document; False for files of records."""
+        return self.format == "text"
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What this input is made of: path, size and mtime (a dataset: its fingerprint)."""
+        if self.path is None:
+            return {"name": self.name, "fingerprint": _hf_fingerprint(self.name)}
+        stat = self.path.stat()
+        return {
+            "path": str(self.path.resolve()),
+            "bytes": stat.st_size,
+            "mtime_ns": stat.st_mtime_ns,
+        }
+
+    def size(self) -> int:
+        """Bytes on disk (0 for a dataset)."""
+        return 0 if self.path is None else self.path.stat().st_size
+
+
+def _file_source(path: Path) -> Source:
+    name = path.name.lower()
+    compression = next((c for c in COMPRESSIONS if name.endswith(c)), None)
+    stem = name[: -len(compression)] if compression else name
+    fmt = next((f for ext, f in FORMATS.items() if stem.endswith(ext)), None)
+    if fmt is None:
+        raise CorpusError(
+            f"{path}: unknown file type; accepted: {', '.join(accepted_extensions())}"
+        )
+    return Source(str(path), fmt, path, compression)
+
+
+def _is_corpus_file(path: Path) -> bool:
+    try:
+        _file_source(path)
+    except CorpusError:
+        return False
+    return True
+
+
+def resolve_sources(inputs: Sequence[str | os.PathLike]) -> list[Source]:
+    """Expand `inputs` (files, directories, glob patterns, `hf:NAME[:SPLIT]`) into sources.
+
+    A directory gives every file under it with an accepted extension, in sorted order; a
+    pattern with `*`, `?` or `[` gives its sorted matches (`**` recurses). Raises
+    FileNotFoundError for a missing file or a pattern or directory without corpus files,
+    CorpusError for an unknown extension (listing the accepted ones), ValueError for no inputs.
+    """
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    sources: list[Source] = []
+    for item in inputs:
+        text = os.fspath(item)
+        if text.startswith(HF_PREFIX):
+            sources.append(Source(text, "hf"))
+        elif Path(text).is_dir():
+            found = sorted(p for p in Path(text).rglob("*") if p.is_file() and _is_corpus_file(p))
+            if not found:
+                raise FileNotFoundError(
+                    f"{text}: no corpus files in this directory "
+                    f"(accepted: {', '.join(accepted_extensions())})"
+                )
+            sources += [_file_source(p) for p in found]
+        elif any(c in text for c in "*?["):
+            found = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
+            if not found:
+                raise FileNotFoundError(f"{text}: the pattern matches no file")
+            sources += [_file_source(p) for p in found]
+        elif not Path(text).is_file():
+            raise FileNotFoundError(f"input file not found: {text}")
+        else:
+            sources.append(_file_source(Path(text)))
+    if not sources:
+        raise ValueError(
+            "no corpus inputs given: pass at least one file, directory, pattern or hf:NAME"
+        )
+    return sources
+
+
+def _open_raw(source: Source) -> tuple[IO[bytes], IO[bytes]]:
+    """(the file on disk, its decompressed byte stream)."""
+    assert source.path is not None
+    raw = source.path.open("rb")
+    if source.compression == ".gz":
+        return raw, gzip.GzipFile(fileobj=raw)
+    if source.compression == ".bz2":
+        return raw, bz2.BZ2File(raw)
+    if source.compression == ".zst":
+        try:
+            import zstandard  # optional: the "data" extra
+        except ImportError as exc:
+            raw.close()
+            raise ImportError(
+                f"{source.name}: reading .zst needs zstandard: pip install 'smallgpt[data]'"
+            ) from exc
+        return raw, io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw))
+    return raw, raw
+
+
+@dataclass
+class ReadStats:
+    """Counters a reader updates as it goes: raw bytes read, documents and skipped records."""
+
+    bytes_done: int = 0
+    documents: int = 0
+    skipped: int = 0
+    skipped_by_source: dict[str, int] = field(default_factory=dict)
+
+    def skip(self, source: Source) -> None:
+        self.skipped += 1
+        self.skipped_by_source[source.name] = self.skipped_by_source.get(source.name, 0) + 1
+
+
+Cut = Callable[[str], int]
+
+
+def _text_pieces(
+    source: Source, piece_chars: int, cut: Cut, stats: ReadStats
+) -> Iterator[tuple[str, bool]]:
+    """(piece, is_last) of a text file's one document, each piece ending where `cut` allows."""
+    base = stats.bytes_done
+    raw, stream = _open_raw(source)
+    with raw, stream:
+        decoder = codecs.getincrementaldecoder("utf-8")("strict")
+        carry, offset = "", 0
+        while True:
+            block = stream.read(_BLOCK)
+            held = len(decoder.getstate()[0])
+            try:
+                carry += decoder.decode(block, final=not block)
+            except UnicodeDecodeError as exc:
+                where = offset - held + exc.start
+                raise CorpusError(
+                    f"{source.name}: not UTF-8 (invalid byte at offset {where})"
+                ) from None
+            offset += len(block)
+            stats.bytes_done = base + raw.tell()
+            while len(carry) >= piece_chars:
+                at = cut(carry)
+                if at <= 0:
+                    break  # no safe cut yet: read on (as the Rust file encoder does)
+                yield carry[:at], False
+                carry = carry[at:]
+            if not block:
+                yield carry, True
+                return
+
+
+def _record_text(source: Source, record: Any, text_field: str, where: str) -> str:
+    if not isinstance(record, dict) or text_field not in record:
+        keys = sorted(record) if isinstance(record, dict) else type(record).__name__
+        raise CorpusError(f"{source.name}:{where}: no {text_field!r} field (it has {keys})")
+    value = record[text_field]
+    if not isinstance(value, str):
+        raise CorpusError(
+            f"{source.name}:{where}: field {text_field!r} is {type(value).__name__}, not a string"
+        )
+    return value
+
+
+def _jsonl_documents(
+    source: Source, text_field: str, skip_bad: bool, stats: ReadStats
+) -> Iterator[str]:
+    base = stats.bytes_done
+    raw, stream = _open_raw(source)
+    with raw, stream:
+        offset = 0
+        for number, line in enumerate(stream, start=1):
+            start, offset = offset, offset + len(line)
+            if number % 1024 == 0:
+                stats.bytes_done = base + raw.tell()
+            if not line.strip():
+                continue  # blank lines (a trailing newline) hold no record
+            try:
+                record = json.loads(line)
+            except UnicodeDecodeError as exc:
+                raise CorpusError(
+                    f"{source.name}:line {number}: not UTF-8 (invalid byte at offset "
+                    f"{start + exc.start})"
+                ) from None
+            except json.JSONDecodeError as exc:
+                if skip_bad:
+                    stats.skip(source)
+                    continue
+                raise CorpusError(
+                    f"{source.name}:line {number}: not JSON ({exc.msg} at column {exc.colno}); "
+                    "--skip-bad-records skips such lines"
+                ) from None
+            try:
+                text = _record_text(source, record, text_field, f"line {number}")
+            except CorpusError as exc:
+                if skip_bad:
+                    stats.skip(source)
+                    continue
+                raise CorpusError(f"{exc}; --skip-bad-records skips such records") from None
+            yield text
+        stats.bytes_done = base + raw.tell()
+
+
+def _parquet_documents(
+    source: Source, text_field: str, skip_bad: bool, stats: ReadStats
+) -> Iterator[str]:
+    try:
+        import pyarrow as pa  # optional: the "data" extra
+        import pyarrow.parquet as pq
+    except ImportError as exc:
+        raise ImportError(
+            f"{source.name}: reading Parquet needs pyarrow: pip install 'smallgpt[data]'"
+        ) from exc
+    base, size = stats.bytes_done, source.size()
+    raw, stream = _open_raw(source)
+    with raw, stream, tempfile.TemporaryFile() as spill:
+        if source.compression:
+            # Parquet needs to seek: a compressed file is spilled to disk, not held in memory.
+            while block := stream.read(_BLOCK):
+                spill.write(block)
+            spill.seek(0)
+        try:
+            parquet = pq.ParquetFile(spill if source.compression else raw)
+        except pa.ArrowException as exc:
+            raise CorpusError(f"{source.name}: not a Parquet file ({exc})") from None
+        names = parquet.schema_arrow.names
+        if text_field not in names:
+            raise CorpusError(f"{source.name}: no column {text_field!r} (columns: {names})")
+        kind = parquet.schema_arrow.field(text_field).type
+        if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+            raise CorpusError(f"{source.name}: column {text_field!r} holds {kind}, not strings")
+        row = 0
+        groups = parquet.num_row_groups
+        for group in range(groups):
+            column = parquet.read_row_group(group, columns=[text_field]).column(0)
+            for text in column.to_pylist():
+                row += 1
+                if text is None:
+                    if skip_bad:
+                        stats.skip(source)
+                        continue
+                    raise CorpusError(
+                        f"{source.name}:row {row}: column {text_field!r} is null; "
+                        "--skip-bad-records skips such rows"
+                    )
+                yield text
+            stats.bytes_done = base + size * (group + 1) // groups
+
+
+def _load_hf(name: str) -> Any:
+    try:
+        import datasets  # optional: the "hf-datasets" extra
+    except ImportError as exc:
+        raise ImportError(
+            f"{name}: reading a Hugging Face dataset needs `datasets`: "
+            "pip install 'smallgpt[hf-datasets]'"
+        ) from exc
+    spec = name[len(HF_PREFIX) :]
+    dataset_name, _, split = spec.rpartition(":") if spec.count(":") else (spec, "", "")
+    split = split or "train"
+    if Path(dataset_name).is_dir():
+        loaded = datasets.load_from_disk(dataset_name)
+        if isinstance(loaded, datasets.DatasetDict):
+            if split not in loaded:
+                raise CorpusError(f"{name}: no split {split!r} (splits: {sorted(loaded)})")
+            loaded = loaded[split]
+        return loaded
+    return datasets.load_dataset(dataset_name, split=split)
+
+
+def _hf_fingerprint(name: str) -> str | None:
+    return getattr(_load_hf(name), "_fingerprint", None)
+
+
+def _hf_documents(
+    source: Source, text_field: str, skip_bad: bool, stats: ReadStats
+) -> Iterator[str]:
+    dataset = _load_hf(source.name)
+    if text_field not in dataset.column_names:
+        raise CorpusError(
+            f"{source.name}: no column {text_field!r} (columns: {dataset.column_names})"
+        )
+    row = 0
+    for batch in dataset.select_columns([text_field]).iter(batch_size=1024):
+        for text in batch[text_field]:
+            row += 1
+            if not isinstance(text, str):
+                if skip_bad:
+                    stats.skip(source)
+                    continue
+                raise CorpusError(
+                    f"{source.name}:row {row}: column {text_field!r} is "
+                    f"{type(text).__name__}, not a string; --skip-bad-records skips such rows"
+                )
+            yield text
+
+
+_READERS = {"jsonl": _jsonl_documents, "parquet": _parquet_documents, "hf": _hf_documents}
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Text of document `document` (numbered from 0 in its source) of source `source`;
+    `last` is True when the document ends with this piece."""
+
+    text: str
+    source: int
+    document: int
+    first: bool
+    last: bool
+
+
+def iter_pieces(
+    sources: Sequence[Source],
+    *,
+    text_field: str = "text",
+    skip_bad_records: bool = False,
+    piece_chars: int = 1 << 20,
+    cut: Cut | None = None,
+    stats: ReadStats | None = None,
+) -> Iterator[Piece]:
+    """Every document of `sources`, in order, as pieces.
+
+    A record (JSONL line, Parquet or dataset row) is one piece. A text file is cut into
+    pieces of about `piece_chars` characters at `cut(text)` (the character index of the last
+    place where the text may be split without changing its encoding; 0: none yet); without
+    `cut` a text file is one piece. `stats` is updated as sources are read. Raises
+    CorpusError naming the file and the line, row or byte offset of bad input; with
+    `skip_bad_records`, records that are not JSON, lack the field or hold no string are
+    skipped and counted in `stats.skipped` instead.
+    """
+    stats = ReadStats() if stats is None else stats
+    done = 0
+    for index, source in enumerate(sources):
+        if source.single_document:
+            parts = _text_pieces(
+                source, piece_chars if cut else 1 << 62, cut or (lambda _: 0), stats
+            )
+            first = True
+            for text, last in parts:
+                yield Piece(text, index, 0, first, last)
+                first = False
+            stats.documents += 1
+        else:
+            reader = _READERS[source.format]
+            for number, text in enumerate(reader(source, text_field, skip_bad_records, stats)):
+                stats.documents += 1
+                yield Piece(text, index, number, True, True)
+        done += source.size()
+        stats.bytes_done = done
+
+
+def iter_documents(
+    inputs: Sequence[str | os.PathLike], *, text_field: str = "text", skip_bad_records: bool = False
+) -> Iterator[str]:
+    """The text of every document of `inputs` (files, directories, patterns, `hf:`), in order.
+
+    A text file is read whole; see `iter_pieces` for streaming it. Raises like
+    `resolve_sources` and `iter_pieces`.
+    """
+    sources = resolve_sources(inputs)
+    for piece in iter_pieces(sources, text_field=text_field, skip_bad_records=skip_bad_records):
+        yield piece.text
