@@ -69,12 +69,20 @@ _KEY = ["SEQ_BUCKET", "HEAD_DIM", "CAUSAL", "DROPOUT"]
 
 
 @triton.jit
-def _head(H, stride_ib, stride_ih, stride_ob, stride_oh):
-    """(bh, offset of this program's (batch, head) in the inputs, the same in the outputs)."""
+def _program(
+    H, stride_ib, stride_ih, stride_ob, stride_oh, BLOCK: tl.constexpr, LAST_FIRST: tl.constexpr
+):
+    """(bh, offset of this program's (batch, head) in the inputs, the same in the outputs, start and
+    offsets of its owned tile); LAST_FIRST gives program 0 the last tile of the sequence."""
     bh = tl.program_id(1).to(tl.int64)
     b = bh // H
     h = bh % H
-    return bh, b * stride_ib + h * stride_ih, b * stride_ob + h * stride_oh
+    block = tl.program_id(0)
+    if LAST_FIRST:
+        block = tl.num_programs(0) - 1 - block
+    start = block * BLOCK
+    offs = start + tl.arange(0, BLOCK)
+    return bh, b * stride_ib + h * stride_ih, b * stride_ob + h * stride_oh, start, offs
 
 
 @triton.jit
@@ -105,16 +113,51 @@ def _load(ptrs, ok, MASK: tl.constexpr):
 
 
 @triton.jit
-def _attends(owned, walked, T, CAUSAL: tl.constexpr, OWN_KEYS: tl.constexpr):
-    """(owned, walked) tile of the (query, key) pairs that enter the softmax: the walked index inside
-    the sequence and, when causal, the key no later than the query."""
-    valid = walked[None, :] < T
-    if CAUSAL:
-        if OWN_KEYS:
-            valid = valid & (owned[:, None] <= walked[None, :])
-        else:
-            valid = valid & (walked[None, :] <= owned[:, None])
-    return valid
+def _load_rows(
+    base,
+    offs,
+    stride_t,
+    T,
+    HEAD_DIM: tl.constexpr,
+    TRANS: tl.constexpr,
+    WIDE: tl.constexpr,
+    MASK: tl.constexpr,
+):
+    """Rows `offs` of one (batch, head) slice as a (rows, D) tile or, with TRANS, (D, rows)."""
+    ptrs, ok = _tile(base, offs, stride_t, T, HEAD_DIM, TRANS, WIDE)
+    return _load(ptrs, ok, MASK)
+
+
+@triton.jit
+def _store_rows(base, offs, stride_t, T, x, HEAD_DIM: tl.constexpr, WIDE: tl.constexpr):
+    """Store the (rows, D) tile `x` into rows `offs` inside the sequence, in the tensor's dtype."""
+    ptrs, ok = _tile(base, offs, stride_t, T, HEAD_DIM, False, WIDE)
+    tl.store(ptrs, x.to(base.dtype.element_ty), mask=ok)
+
+
+@triton.jit
+def _row_stats(LSE, DELTA, bh, offs, T, MASK: tl.constexpr):
+    """The saved log-sum-exp (in base 2) and the delta term of query rows `offs` of head bh."""
+    lse2 = _load(LSE + bh * T + offs, offs < T, MASK) * LOG2E
+    delta = _load(DELTA + bh * T + offs, offs < T, MASK)
+    return lse2, delta
+
+
+@triton.jit
+def _masked(
+    x, owned, walked, T, fill, CAUSAL: tl.constexpr, OWN_KEYS: tl.constexpr, MASK: tl.constexpr
+):
+    """`x` over an (owned, walked) tile with `fill` where the (query, key) pair stays out of the
+    softmax: the walked index past the sequence or, when causal, the key after the query."""
+    if MASK:
+        valid = walked[None, :] < T
+        if CAUSAL:
+            if OWN_KEYS:
+                valid = valid & (owned[:, None] <= walked[None, :])
+            else:
+                valid = valid & (walked[None, :] <= owned[:, None])
+        x = tl.where(valid, x, fill)
+    return x
 
 
 @triton.jit
@@ -149,16 +192,41 @@ def _phase(phase: tl.constexpr, a, b, c, d):
 
 
 @triton.jit
-def _query_phases(start_m, T, CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """Phase bounds for a program owning queries [start_m, start_m + BLOCK_M): no masked head;
-    causal: keys left of the block unmasked, the diagonal masked; else a masked sequence end."""
+def _query_block(
+    Q,
+    H,
+    T,
+    stride_ib,
+    stride_ih,
+    stride_it,
+    stride_ob,
+    stride_oh,
+    HEAD_DIM: tl.constexpr,
+    CAUSAL: tl.constexpr,
+    WIDE: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    """The scaffolding of a program owning a query tile (forward, dQ): (bh, input offset, output
+    offset, the tile's offsets, its q rows, and the bounds a, b, c, d of its three walk phases).
+
+    No masked head; causal: the keys left of the block unmasked, the diagonal masked; else a masked
+    sequence end.
+    """
+    # the diagonal starts at a multiple of BLOCK_M, which must be a key-block boundary
+    tl.static_assert(BLOCK_M % BLOCK_N == 0)
+    # causal blocks near the end of the sequence have the most work: schedule them first
+    bh, in_off, out_off, start_m, offs_m = _program(
+        H, stride_ib, stride_ih, stride_ob, stride_oh, BLOCK_M, True
+    )
+    q = _load_rows(Q + in_off, offs_m, stride_it, T, HEAD_DIM, False, WIDE, True)
     if CAUSAL:
         c = start_m
         d = tl.minimum(start_m + BLOCK_M, T)
     else:
         c = (T // BLOCK_N) * BLOCK_N
         d = T
-    return 0, 0, c, d
+    return bh, in_off, out_off, offs_m, q, 0, 0, c, d
 
 
 @triton.autotune(configs=configs(QUERY_OWNED, FWD_SHAPES), key=_KEY)
@@ -170,30 +238,24 @@ def _attn_fwd_kernel(
     HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr, DROPOUT: tl.constexpr,
     PRECISION: tl.constexpr, WIDE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
-    # the diagonal starts at a multiple of BLOCK_M, which must be a key-block boundary
-    tl.static_assert(BLOCK_M % BLOCK_N == 0)
-    # Causal blocks near the end of the sequence have the most work: schedule them first.
-    start_m = (tl.num_programs(0) - 1 - tl.program_id(0)) * BLOCK_M
-    bh, in_off, out_off = _head(H, stride_ib, stride_ih, stride_ob, stride_oh)
-    offs_m = start_m + tl.arange(0, BLOCK_M)
-    q_ptrs, q_ok = _tile(Q + in_off, offs_m, stride_it, T, HEAD_DIM, False, WIDE)
-    q = _load(q_ptrs, q_ok, True)
+    """Output rows and log-sum-exp of one query block (online softmax over key blocks)."""
+    bh, in_off, out_off, offs_m, q, a, b, c, d = _query_block(
+        Q, H, T, stride_ib, stride_ih, stride_it, stride_ob, stride_oh,
+        HEAD_DIM, CAUSAL, WIDE, BLOCK_M, BLOCK_N,
+    )  # fmt: skip
     seed = _seed(SEED, DROPOUT)
     qk_scale = softmax_scale * LOG2E
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
-    a, b, c, d = _query_phases(start_m, T, CAUSAL, BLOCK_M, BLOCK_N)
     for phase in tl.static_range(3):
         MASK = phase != 1  # constexpr: the head and tail phases are masked
         lo, hi = _phase(phase, a, b, c, d)
         for start_n in range(lo, hi, BLOCK_N):
             offs_n = start_n + tl.arange(0, BLOCK_N)
-            kt_ptrs, kt_ok = _tile(K + in_off, offs_n, stride_it, T, HEAD_DIM, True, WIDE)
-            v_ptrs, v_ok = _tile(V + in_off, offs_n, stride_it, T, HEAD_DIM, False, WIDE)
-            s = tl.dot(q, _load(kt_ptrs, kt_ok, MASK), input_precision=PRECISION) * qk_scale
-            if MASK:
-                s = tl.where(_attends(offs_m, offs_n, T, CAUSAL, False), s, float("-inf"))
+            kt = _load_rows(K + in_off, offs_n, stride_it, T, HEAD_DIM, True, WIDE, MASK)
+            s = tl.dot(q, kt, input_precision=PRECISION) * qk_scale
+            s = _masked(s, offs_m, offs_n, T, float("-inf"), CAUSAL, False, MASK)
             m_new = tl.maximum(m_i, tl.max(s, 1))
             p = tl.exp2(s - m_new[:, None])
             alpha = tl.exp2(m_i - m_new)
@@ -202,15 +264,14 @@ def _attn_fwd_kernel(
             if DROPOUT:
                 keep = _keep(seed, bh, T, offs_m[:, None], offs_n[None, :], dropout_p)
                 p = tl.where(keep, p, 0.0)
-            v = _load(v_ptrs, v_ok, MASK)
+            v = _load_rows(V + in_off, offs_n, stride_it, T, HEAD_DIM, False, WIDE, MASK)
             acc = tl.dot(p.to(v.dtype), v, acc, input_precision=PRECISION)
             m_i = m_new
 
     out = acc / l_i[:, None]
     if DROPOUT:
         out = out / (1.0 - dropout_p)
-    o_ptrs, o_ok = _tile(O + out_off, offs_m, stride_ot, T, HEAD_DIM, False, WIDE)
-    tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=o_ok)
+    _store_rows(O + out_off, offs_m, stride_ot, T, out, HEAD_DIM, WIDE)
     lse = (m_i + tl.log2(l_i)) * LN2
     tl.store(LSE + bh * T + offs_m, lse, mask=offs_m < T)
 
@@ -221,13 +282,11 @@ def _attn_bwd_delta_kernel(
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
 ):  # fmt: skip
     """delta_i = sum_d out_id * dout_id: the row term of the softmax backward (dropout included)."""
-    bh, _, out_off = _head(H, 0, 0, stride_ob, stride_oh)
-    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    o_ptrs, ok = _tile(O + out_off, offs_m, stride_ot, T, HEAD_DIM, False, True)
-    do_ptrs, _ = _tile(DO + out_off, offs_m, stride_ot, T, HEAD_DIM, False, True)
-    o = _load(o_ptrs, ok, True).to(tl.float32)
-    do = _load(do_ptrs, ok, True).to(tl.float32)
-    tl.store(DELTA + bh * T + offs_m, tl.sum(o * do, 1), mask=offs_m < T)
+    bh, _, out_off, _, offs_m = _program(H, 0, 0, stride_ob, stride_oh, BLOCK_M, False)
+    o = _load_rows(O + out_off, offs_m, stride_ot, T, HEAD_DIM, False, True, True)
+    do = _load_rows(DO + out_off, offs_m, stride_ot, T, HEAD_DIM, False, True, True)
+    delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
+    tl.store(DELTA + bh * T + offs_m, delta, mask=offs_m < T)
 
 
 @triton.autotune(configs=configs(KEY_OWNED, BWD_KV_SHAPES), key=_KEY)
@@ -243,13 +302,11 @@ def _attn_bwd_kv_kernel(
     # the diagonal starts at a multiple of BLOCK_N, which must be a query-block boundary
     tl.static_assert(BLOCK_N % BLOCK_M == 0)
     # key blocks near the start have the most (causal) queries and come first in grid order
-    start_n = tl.program_id(0) * BLOCK_N
-    bh, in_off, out_off = _head(H, stride_ib, stride_ih, stride_ob, stride_oh)
-    offs_n = start_n + tl.arange(0, BLOCK_N)
-    k_ptrs, kv_ok = _tile(K + in_off, offs_n, stride_it, T, HEAD_DIM, False, WIDE)
-    v_ptrs, _ = _tile(V + in_off, offs_n, stride_it, T, HEAD_DIM, False, WIDE)
-    k = _load(k_ptrs, kv_ok, True)
-    v = _load(v_ptrs, kv_ok, True)
+    bh, in_off, out_off, start_n, offs_n = _program(
+        H, stride_ib, stride_ih, stride_ob, stride_oh, BLOCK_N, False
+    )
+    k = _load_rows(K + in_off, offs_n, stride_it, T, HEAD_DIM, False, WIDE, True)
+    v = _load_rows(V + in_off, offs_n, stride_it, T, HEAD_DIM, False, WIDE, True)
     seed = _seed(SEED, DROPOUT)
     qk_scale = softmax_scale * LOG2E
     dk = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
@@ -267,15 +324,11 @@ def _attn_bwd_kv_kernel(
         lo, hi = _phase(phase, a, b, c, T)
         for start_m in range(lo, hi, BLOCK_M):
             offs_m = start_m + tl.arange(0, BLOCK_M)
-            qt_ptrs, qt_ok = _tile(Q + in_off, offs_m, stride_it, T, HEAD_DIM, True, WIDE)
-            do_ptrs, do_ok = _tile(DO + out_off, offs_m, stride_ot, T, HEAD_DIM, False, WIDE)
-            qt = _load(qt_ptrs, qt_ok, MASK)
-            do = _load(do_ptrs, do_ok, MASK)
-            lse2 = _load(LSE + bh * T + offs_m, offs_m < T, MASK) * LOG2E
-            delta = _load(DELTA + bh * T + offs_m, offs_m < T, MASK)
+            qt = _load_rows(Q + in_off, offs_m, stride_it, T, HEAD_DIM, True, WIDE, MASK)
+            do = _load_rows(DO + out_off, offs_m, stride_ot, T, HEAD_DIM, False, WIDE, MASK)
+            lse2, delta = _row_stats(LSE, DELTA, bh, offs_m, T, MASK)
             pt = tl.exp2(tl.dot(k, qt, input_precision=PRECISION) * qk_scale - lse2[None, :])
-            if MASK:
-                pt = tl.where(_attends(offs_n, offs_m, T, CAUSAL, True), pt, 0.0)
+            pt = _masked(pt, offs_n, offs_m, T, 0.0, CAUSAL, True, MASK)
             dpt = tl.dot(v, tl.trans(do), input_precision=PRECISION)
             if DROPOUT:
                 keep = _keep(seed, bh, T, offs_m[None, :], offs_n[:, None], dropout_p)
@@ -288,10 +341,8 @@ def _attn_bwd_kv_kernel(
             dst = pt * (dpt - delta[None, :])
             dk = tl.dot(dst.to(qt.dtype), tl.trans(qt), dk, input_precision=PRECISION)
 
-    dk_ptrs, _ = _tile(DK + out_off, offs_n, stride_ot, T, HEAD_DIM, False, WIDE)
-    dv_ptrs, _ = _tile(DV + out_off, offs_n, stride_ot, T, HEAD_DIM, False, WIDE)
-    tl.store(dk_ptrs, (dk * softmax_scale).to(DK.dtype.element_ty), mask=kv_ok)
-    tl.store(dv_ptrs, dv.to(DV.dtype.element_ty), mask=kv_ok)
+    _store_rows(DK + out_off, offs_n, stride_ot, T, dk * softmax_scale, HEAD_DIM, WIDE)
+    _store_rows(DV + out_off, offs_n, stride_ot, T, dv, HEAD_DIM, WIDE)
 
 
 @triton.autotune(configs=configs(QUERY_OWNED, BWD_Q_SHAPES), key=_KEY)
@@ -304,40 +355,32 @@ def _attn_bwd_q_kernel(
     PRECISION: tl.constexpr, WIDE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     """dQ of one query block, accumulated over key blocks."""
-    tl.static_assert(BLOCK_M % BLOCK_N == 0)
-    start_m = (tl.num_programs(0) - 1 - tl.program_id(0)) * BLOCK_M
-    bh, in_off, out_off = _head(H, stride_ib, stride_ih, stride_ob, stride_oh)
-    offs_m = start_m + tl.arange(0, BLOCK_M)
-    q_ptrs, q_ok = _tile(Q + in_off, offs_m, stride_it, T, HEAD_DIM, False, WIDE)
-    do_ptrs, _ = _tile(DO + out_off, offs_m, stride_ot, T, HEAD_DIM, False, WIDE)
-    q = _load(q_ptrs, q_ok, True)
-    do = _load(do_ptrs, q_ok, True)
-    lse2 = _load(LSE + bh * T + offs_m, offs_m < T, True) * LOG2E
-    delta = _load(DELTA + bh * T + offs_m, offs_m < T, True)
+    bh, in_off, out_off, offs_m, q, a, b, c, d = _query_block(
+        Q, H, T, stride_ib, stride_ih, stride_it, stride_ob, stride_oh,
+        HEAD_DIM, CAUSAL, WIDE, BLOCK_M, BLOCK_N,
+    )  # fmt: skip
+    do = _load_rows(DO + out_off, offs_m, stride_ot, T, HEAD_DIM, False, WIDE, True)
+    lse2, delta = _row_stats(LSE, DELTA, bh, offs_m, T, True)
     seed = _seed(SEED, DROPOUT)
     qk_scale = softmax_scale * LOG2E
     dq = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
-    a, b, c, d = _query_phases(start_m, T, CAUSAL, BLOCK_M, BLOCK_N)
     for phase in tl.static_range(3):
         MASK = phase != 1  # constexpr: the head and tail phases are masked
         lo, hi = _phase(phase, a, b, c, d)
         for start_n in range(lo, hi, BLOCK_N):
             offs_n = start_n + tl.arange(0, BLOCK_N)
-            kt_ptrs, kv_ok = _tile(K + in_off, offs_n, stride_it, T, HEAD_DIM, True, WIDE)
-            vt_ptrs, _ = _tile(V + in_off, offs_n, stride_it, T, HEAD_DIM, True, WIDE)
-            kt = _load(kt_ptrs, kv_ok, MASK)
+            kt = _load_rows(K + in_off, offs_n, stride_it, T, HEAD_DIM, True, WIDE, MASK)
+            vt = _load_rows(V + in_off, offs_n, stride_it, T, HEAD_DIM, True, WIDE, MASK)
             p = tl.exp2(tl.dot(q, kt, input_precision=PRECISION) * qk_scale - lse2[:, None])
-            if MASK:
-                p = tl.where(_attends(offs_m, offs_n, T, CAUSAL, False), p, 0.0)
-            dp = tl.dot(do, _load(vt_ptrs, kv_ok, MASK), input_precision=PRECISION)
+            p = _masked(p, offs_m, offs_n, T, 0.0, CAUSAL, False, MASK)
+            dp = tl.dot(do, vt, input_precision=PRECISION)
             if DROPOUT:
                 keep = _keep(seed, bh, T, offs_m[:, None], offs_n[None, :], dropout_p)
                 dp = tl.where(keep, dp * (1.0 / (1.0 - dropout_p)), 0.0)
             ds = p * (dp - delta[:, None])
             dq = tl.dot(ds.to(kt.dtype), tl.trans(kt), dq, input_precision=PRECISION)
 
-    dq_ptrs, _ = _tile(DQ + out_off, offs_m, stride_ot, T, HEAD_DIM, False, WIDE)
-    tl.store(dq_ptrs, (dq * softmax_scale).to(DQ.dtype.element_ty), mask=q_ok)
+    _store_rows(DQ + out_off, offs_m, stride_ot, T, dq * softmax_scale, HEAD_DIM, WIDE)
 
 
 @triton.jit
@@ -352,9 +395,10 @@ def _dropout_mask_kernel(MASK, SEED, T, dropout_p, BLOCK: tl.constexpr):
         tl.store(MASK + (bh * T + row) * T + cols, keep.to(tl.int8), mask=cols < T)
 
 
-def _strides(t: torch.Tensor) -> tuple[int, int, int]:
-    """(batch, head, seq) strides of a (B, H, T, D) tensor with unit head_dim stride."""
-    return t.stride(0), t.stride(1), t.stride(2)
+def _strides(group: str, t: torch.Tensor) -> dict[str, int]:
+    """The (batch, head, seq) stride arguments of tensor group `group` ("i" inputs, "o" outputs),
+    read from `t`, a (B, H, T, D) tensor of that group with unit head_dim stride."""
+    return {f"stride_{group}{axis}": t.stride(i) for i, axis in enumerate("bht")}
 
 
 def _needs_wide_rows(*tensors: torch.Tensor) -> bool:
@@ -372,25 +416,24 @@ def _shared(
     out: torch.Tensor,
     seed: torch.Tensor | None,
     lse: torch.Tensor,
+    causal: bool,
+    softmax_scale: float,
     dropout_p: float,
 ) -> dict:
     """The launch arguments every attention kernel takes, for inputs like `q` and outputs like `out`."""
     _, heads, seq_len, head_dim = q.shape
-    stride_ib, stride_ih, stride_it = _strides(q)
-    stride_ob, stride_oh, stride_ot = _strides(out)
     return {
+        "LSE": lse,
         "SEED": seed if seed is not None else lse,
-        "stride_ib": stride_ib,
-        "stride_ih": stride_ih,
-        "stride_it": stride_it,
-        "stride_ob": stride_ob,
-        "stride_oh": stride_oh,
-        "stride_ot": stride_ot,
+        **_strides("i", q),
+        **_strides("o", out),
         "H": heads,
         "T": seq_len,
         "SEQ_BUCKET": triton.next_power_of_2(seq_len),
+        "softmax_scale": softmax_scale,
         "dropout_p": dropout_p,
         "HEAD_DIM": head_dim,
+        "CAUSAL": causal,
         "DROPOUT": dropout_p > 0.0,
         "PRECISION": dot_precision(q.dtype),
         "WIDE": _needs_wide_rows(q, out),
@@ -413,16 +456,8 @@ def forward(
     q, k, v share strides; the last one of every tensor is 1.
     """
     batch, heads, seq_len, _ = q.shape
-    _attn_fwd_kernel[_grid("BLOCK_M", seq_len, batch * heads)](
-        Q=q,
-        K=k,
-        V=v,
-        O=out,
-        LSE=lse,
-        softmax_scale=softmax_scale,
-        CAUSAL=causal,
-        **_shared(q, out, seed, lse, dropout_p),
-    )
+    shared = _shared(q, out, seed, lse, causal, softmax_scale, dropout_p)
+    _attn_fwd_kernel[_grid("BLOCK_M", seq_len, batch * heads)](Q=q, K=k, V=v, O=out, **shared)
 
 
 def backward(
@@ -447,25 +482,13 @@ def backward(
     batch, heads, seq_len, head_dim = q.shape
     delta = torch.empty_like(lse)
     _attn_bwd_delta_kernel[(triton.cdiv(seq_len, DELTA_BLOCK), batch * heads)](
-        O=out,
-        DO=grad_out,
-        DELTA=delta,
-        stride_ob=out.stride(0),
-        stride_oh=out.stride(1),
-        stride_ot=out.stride(2),
-        H=heads,
-        T=seq_len,
-        HEAD_DIM=head_dim,
-        BLOCK_M=DELTA_BLOCK,
-    )
-    shared = _shared(q, out, seed, lse, dropout_p)
-    tensors = {"Q": q, "K": k, "V": v, "DO": grad_out, "LSE": lse, "DELTA": delta}
-    _attn_bwd_kv_kernel[_grid("BLOCK_N", seq_len, batch * heads)](
-        DK=dk, DV=dv, softmax_scale=softmax_scale, CAUSAL=causal, **tensors, **shared
-    )
-    _attn_bwd_q_kernel[_grid("BLOCK_M", seq_len, batch * heads)](
-        DQ=dq, softmax_scale=softmax_scale, CAUSAL=causal, **tensors, **shared
-    )
+        O=out, DO=grad_out, DELTA=delta, H=heads, T=seq_len, HEAD_DIM=head_dim,
+        BLOCK_M=DELTA_BLOCK, **_strides("o", out),
+    )  # fmt: skip
+    shared = _shared(q, out, seed, lse, causal, softmax_scale, dropout_p)
+    tensors = {"Q": q, "K": k, "V": v, "DO": grad_out, "DELTA": delta, **shared}
+    _attn_bwd_kv_kernel[_grid("BLOCK_N", seq_len, batch * heads)](DK=dk, DV=dv, **tensors)
+    _attn_bwd_q_kernel[_grid("BLOCK_M", seq_len, batch * heads)](DQ=dq, **tensors)
 
 
 def dropout_mask(mask: torch.Tensor, seed: torch.Tensor, dropout_p: float) -> None:
