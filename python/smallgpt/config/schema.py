@@ -119,9 +119,11 @@ ModelSection = ModelConfig
 class DataSection:
     """Where the tokens come from.
 
-    Either raw `text_files` (the trainer trains a tokenizer of `tokenizer_vocab_size` unless
-    `tokenizer` is given, and writes shards into `shard_dir` or `<run_dir>/data`), or prepared
-    shards in `shard_dir` (made by `python -m smallgpt.data prepare`; they hold their tokenizer).
+    Either a raw corpus in `text_files` (text, JSONL, Parquet files, plain or .gz/.zst/.bz2,
+    directories, glob patterns, `hf:NAME[:SPLIT]`; records give their `text_field`; the trainer
+    trains a tokenizer of `tokenizer_vocab_size` unless `tokenizer` is given, and writes shards
+    into `shard_dir` or `<run_dir>/data`), or prepared shards in `shard_dir` (made by
+    `python -m smallgpt.data prepare`; they hold their tokenizer).
     """
 
     text_files: list[str] = field(default_factory=list)
@@ -130,6 +132,9 @@ class DataSection:
     shard_dir: str | None = None
     val_fraction: float = 0.01
     seq_len: int | None = None
+    text_field: str = "text"
+    skip_bad_records: bool = False
+    split_seed: int = 0
 
     def problems(self) -> list[str]:
         """What is wrong with this section, one message per problem (empty: valid)."""
@@ -155,6 +160,10 @@ class DataSection:
             (
                 self.seq_len is None or self.seq_len >= 2,
                 f"data.seq_len must be >= 2 (got {self.seq_len})",
+            ),
+            (
+                bool(self.text_field),
+                "data.text_field must name the field of a record that holds its text (got '')",
             ),
         )
 

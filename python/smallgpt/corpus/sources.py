@@ -89,8 +89,9 @@ def _is_corpus_file(path: Path) -> bool:
     return True
 
 
-def resolve_sources(inputs: Sequence[str | os.PathLike]) -> list[Source]:
-    """Expand `inputs` (files, directories, glob patterns, `hf:NAME[:SPLIT]`) into sources.
+def resolve_sources(inputs: Sequence[str | os.PathLike | Source]) -> list[Source]:
+    """Expand `inputs` (files, directories, glob patterns, `hf:NAME[:SPLIT]`) into sources
+    (a `Source` stays as it is).
 
     A directory gives every file under it with an accepted extension, in sorted order; a
     pattern with `*`, `?` or `[` gives its sorted matches (`**` recurses). Raises
@@ -101,6 +102,9 @@ def resolve_sources(inputs: Sequence[str | os.PathLike]) -> list[Source]:
         inputs = [inputs]
     sources: list[Source] = []
     for item in inputs:
+        if isinstance(item, Source):
+            sources.append(item)
+            continue
         text = os.fspath(item)
         if text.startswith(HF_PREFIX):
             sources.append(Source(text, "hf"))
@@ -398,7 +402,7 @@ def iter_pieces(
 
 
 def iter_documents(
-    inputs: Sequence[str | os.PathLike], *, text_field: str = "text", skip_bad_records: bool = False
+    inputs: Sequence[str | os.PathLike | Source], *, text_field: str = "text", skip_bad_records: bool = False
 ) -> Iterator[str]:
     """The text of every document of `inputs` (files, directories, patterns, `hf:`), in order.
 

@@ -1,7 +1,8 @@
 """The trainer's data step: from the `data` config section to a tokenizer and token shards.
 
-With raw `data.text_files`, a tokenizer is trained (or `data.tokenizer` loaded) and the files are
-encoded into shards (`data.shard_dir`, default `<run_dir>/data`). The shard directory remembers
+With a raw corpus in `data.text_files` (anything smallgpt.corpus reads: text, JSONL, Parquet,
+compressed, directories, globs, `hf:` datasets), a tokenizer is trained (or `data.tokenizer`
+loaded) from the same documents and the corpus is encoded into shards (`data.shard_dir`, default `<run_dir>/data`). The shard directory remembers
 what it was made from (`prepared_from.json`), so a rerun or resume with the same inputs reuses it
 instead of retraining the tokenizer. With only `data.shard_dir`, the shards are used as they are,
 with the tokenizer they were encoded with (`<shard_dir>/tokenizer.json`, or `data.tokenizer`).
@@ -17,6 +18,7 @@ from typing import Any
 from smallgpt.checkpoint.store import sha256_file
 from smallgpt.config.loader import resolve_data_path
 from smallgpt.config.schema import DataSection
+from smallgpt.corpus.sources import Source, resolve_sources
 from smallgpt.data.shards import load_meta, prepare_shards
 from smallgpt.tokenizer.bpe import Tokenizer
 
@@ -39,16 +41,29 @@ def _existing(path: str, key: str) -> Path:
     return resolved
 
 
-def _fingerprint(data: DataSection, files: list[Path], tokenizer_file: Path | None) -> dict:
-    """What the shards depend on: inputs (path, size, mtime), tokenizer choice, split."""
+def _sources(data: DataSection) -> list[Source]:
+    """The corpus of `data.text_files`; errors name the entry of the list that is wrong."""
+    sources: list[Source] = []
+    for i, entry in enumerate(data.text_files):
+        try:
+            sources += resolve_sources([str(resolve_data_path(entry))])
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"data.text_files[{i}]: {exc}") from None
+        except ValueError as exc:
+            raise ValueError(f"data.text_files[{i}]: {exc}") from None
+    return sources
+
+
+def _fingerprint(data: DataSection, sources: list[Source], tokenizer_file: Path | None) -> dict:
+    """What the shards depend on: inputs (path, size, mtime), tokenizer choice, split, fields."""
     return {
-        "text_files": [
-            {"path": str(f.resolve()), "bytes": f.stat().st_size, "mtime_ns": f.stat().st_mtime_ns}
-            for f in files
-        ],
+        "text_files": [s.fingerprint() for s in sources],
         "tokenizer": None if tokenizer_file is None else str(tokenizer_file.resolve()),
         "tokenizer_vocab_size": data.tokenizer_vocab_size,
         "val_fraction": data.val_fraction,
+        "split_seed": data.split_seed,
+        "text_field": data.text_field,
+        "skip_bad_records": data.skip_bad_records,
     }
 
 
@@ -58,7 +73,8 @@ def prepare_data(
     """Tokenizer and shards for a run (train/prepare them if needed). Call on one rank only.
 
     Raises FileNotFoundError naming the config key of a missing file, ValueError when a given
-    tokenizer is not the one the shards were encoded with.
+    tokenizer is not the one the shards were encoded with, and for bad input (naming the file
+    and the place; see prepare_shards).
     """
 
     tokenizer_file = None if data.tokenizer is None else _existing(data.tokenizer, "data.tokenizer")
@@ -73,9 +89,9 @@ def prepare_data(
             )
         return PreparedData(Tokenizer.load(str(own)), shard_dir, meta)
 
-    files = [_existing(p, f"data.text_files[{i}]") for i, p in enumerate(data.text_files)]
+    sources = _sources(data)
     shard_dir = Path(data.shard_dir) if data.shard_dir else Path(run_dir) / "data"
-    fingerprint = _fingerprint(data, files, tokenizer_file)
+    fingerprint = _fingerprint(data, sources, tokenizer_file)
     marker = shard_dir / PREPARED_FROM_FILE
     if marker.is_file() and json.loads(marker.read_text(encoding="utf-8")) == fingerprint:
         meta = load_meta(shard_dir)
@@ -87,10 +103,20 @@ def prepare_data(
         tokenizer = Tokenizer.load(str(tokenizer_file))
     else:
         tokenizer = Tokenizer.train_files(
-            [str(f) for f in files], vocab_size=data.tokenizer_vocab_size
+            sources,
+            vocab_size=data.tokenizer_vocab_size,
+            text_field=data.text_field,
+            skip_bad_records=data.skip_bad_records,
         )
     meta = prepare_shards(
-        tokenizer, files, shard_dir, val_fraction=data.val_fraction, show_progress=show_progress
+        tokenizer,
+        sources,
+        shard_dir,
+        val_fraction=data.val_fraction,
+        split_seed=data.split_seed,
+        text_field=data.text_field,
+        skip_bad_records=data.skip_bad_records,
+        show_progress=show_progress,
     )
     marker.write_text(json.dumps(fingerprint, indent=1), encoding="utf-8")
     return PreparedData(tokenizer, shard_dir, meta)

@@ -10,6 +10,8 @@ from typing import Any, Literal
 import numpy as np
 
 from smallgpt import _bpe
+from smallgpt.corpus.chunks import read_chunks
+from smallgpt.corpus.sources import Source, resolve_sources
 from smallgpt.tokenizer.progress import file_progress_bar
 from smallgpt.tokenizer.streaming import StreamDecoder
 
@@ -151,29 +153,54 @@ class Tokenizer:
     @classmethod
     def train_files(
         cls,
-        paths: PathLike | Iterable[PathLike],
+        paths: PathLike | Source | Iterable[PathLike | Source],
         vocab_size: int = 10000,
         *,
         special_tokens: Sequence[str] = DEFAULT_SPECIAL_TOKENS,
         pattern: str = "gpt2",
         min_frequency: int = 2,
         num_threads: int | None = None,
+        text_field: str = "text",
+        skip_bad_records: bool = False,
     ) -> Tokenizer:
-        """Like `train([text of each file, ...])`, but each UTF-8 file is streamed in chunks
-        cut where pre-tokenization allows, so memory stays bounded (about 8 MB of text plus
-        the counts) whatever the file sizes; the merges are those of training on the whole
-        texts. Raises like `train`, plus FileNotFoundError naming a missing file and
-        ValueError for a file that is not UTF-8 (with the offset of the bad byte).
+        """Like `train` on the documents of a corpus, streamed in bounded memory.
+
+        `paths` are what smallgpt.corpus reads: text files (one document each), JSONL and
+        Parquet files (a document per record, its `text_field`), any of them as .gz/.zst/.bz2,
+        directories and glob patterns, `hf:NAME[:SPLIT]`. Plain text files are streamed by
+        Rust, the others are read on a background thread in chunks cut where pre-tokenization
+        allows, so memory stays bounded (a few chunks of about 8 MB of text plus the counts)
+        whatever the corpus size; the merges are those of `train` on the whole documents.
+        Raises like `train`, plus FileNotFoundError naming a missing file, and
+        smallgpt.corpus.CorpusError (a ValueError) naming the file and the line, row or byte
+        offset of bad input (`skip_bad_records` skips bad records instead).
         """
-        if isinstance(paths, (str, os.PathLike)):
+        if isinstance(paths, (str, os.PathLike, Source)):
             paths = [paths]
-        counter = _piece_counter(vocab_size, special_tokens, pattern, min_frequency, num_threads)
+        paths = list(paths)
         for i, path in enumerate(paths):
-            if not isinstance(path, (str, os.PathLike)):
+            if not isinstance(path, (str, os.PathLike, Source)):
                 raise TypeError(
                     f"paths[{i}] must be a str or os.PathLike, not {type(path).__name__}"
                 )
-            counter.add_file(os.fspath(path))
+        sources = resolve_sources(paths) if paths else []  # none: train's empty-corpus error
+        counter = _piece_counter(vocab_size, special_tokens, pattern, min_frequency, num_threads)
+        streamed = []
+        for source in sources:
+            if source.format == "text" and source.compression is None:
+                counter.add_file(os.fspath(source.name))
+            else:
+                streamed.append(source)
+        if streamed:
+            chunks = read_chunks(
+                streamed,
+                chunk_chars=_TRAIN_BATCH_CHARS,
+                cut=lambda text: _bpe.safe_cut(text, pattern),
+                text_field=text_field,
+                skip_bad_records=skip_bad_records,
+            )
+            for chunk in chunks:
+                counter.add_texts([piece.text for piece in chunk.pieces])
         return cls._learn(counter, vocab_size, special_tokens, min_frequency)
 
     @classmethod

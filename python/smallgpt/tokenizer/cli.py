@@ -1,9 +1,11 @@
 """Command line of the tokenizer: `python -m smallgpt.tokenizer {train,encode} ...`.
 
-    train   --input FILE... --vocab-size N --out tok.json [--pattern gpt2] [--min-frequency 2]
+    train   --input INPUT... --vocab-size N --out tok.json [--pattern gpt2] [--min-frequency 2]
+            [--text-field text] [--skip-bad-records]
     encode  --tokenizer tok.json --input FILE... --out data.bin
 
-`encode` writes the ids of all inputs, one after the other, as a raw little-endian array
+`train` reads any corpus smallgpt.corpus reads (text, JSONL, Parquet, compressed, directories,
+globs, hf:NAME[:SPLIT]). `encode` writes the ids of all inputs, one after the other, as a raw little-endian array
 (uint16 when the vocabulary has at most 65536 ids, else uint32; `np.memmap(out, dtype)` reads
 it), streaming each file in bounded memory with a progress bar.
 """
@@ -24,8 +26,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    train = commands.add_parser("train", help="learn a vocabulary from text files")
-    train.add_argument("--input", nargs="+", required=True, metavar="FILE", help="UTF-8 text")
+    train = commands.add_parser("train", help="learn a vocabulary from a corpus")
+    train.add_argument(
+        "--input",
+        nargs="+",
+        required=True,
+        metavar="INPUT",
+        help="text/JSONL/Parquet files (also .gz/.zst/.bz2), directories, globs, hf:NAME[:SPLIT]",
+    )
+    train.add_argument("--text-field", default="text", help="field or column holding the text")
+    train.add_argument("--skip-bad-records", action="store_true", help="skip and count bad records")
     train.add_argument("--vocab-size", type=int, default=10000, help="ids, specials included")
     train.add_argument("--out", required=True, help="tokenizer JSON file to write")
     train.add_argument("--pattern", default="gpt2", choices=["gpt2", "cl100k", "none"])
@@ -57,6 +67,8 @@ def _train(args: argparse.Namespace) -> None:
         pattern=args.pattern,
         min_frequency=args.min_frequency,
         num_threads=args.threads,
+        text_field=args.text_field,
+        skip_bad_records=args.skip_bad_records,
     )
     tokenizer.save(args.out)
     print(f"wrote {args.out}: {tokenizer.vocab_size} ids, pattern {tokenizer.pattern_name}")
@@ -85,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _train(args)
         else:
             _encode(args)
-    except (OSError, ValueError, TypeError) as error:
+    except (OSError, ValueError, TypeError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0
