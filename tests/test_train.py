@@ -241,6 +241,18 @@ def test_resume_auto_skips_a_corrupt_newest_checkpoint(shards, tmp_path):
     assert [r.step for r in rec.steps] == [3, 4, 5]
 
 
+def test_resume_with_another_learning_rate_warns_and_keeps_the_checkpoints(shards, tmp_path):
+    schedule = ["optim.warmup_steps=0", "optim.min_lr_ratio=0.5", "train.max_steps=4"]
+    saves = ["checkpoint.interval=2", "checkpoint.keep_last=2"]
+    _, whole = run_tiny(shards, tmp_path / "whole", *schedule, *saves, "optim.lr=1e-3")
+    halfway = tmp_path / "whole" / "checkpoints" / "step_00000002"
+    with pytest.warns(UserWarning, match=r"optim.lr=0.001, the config says optim.lr=0.002") as rec:
+        _, resumed = run_tiny(shards, tmp_path / "run", *schedule, "optim.lr=2e-3", resume=halfway)
+    # the warning points at the Trainer(...) call, not inside the trainer
+    assert any(w.filename.endswith("train_helpers.py") for w in rec)
+    assert [r.lr for r in resumed.steps] == pytest.approx([r.lr for r in whole.steps[2:]])
+
+
 def test_wandb_requested_but_not_installed_is_a_clear_error(shards, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "wandb", None)  # `import wandb` now raises ImportError
     with pytest.raises(ImportError, match=r"log.wandb=true needs .*pip install wandb"):

@@ -6,9 +6,6 @@ import contextlib
 import copy
 import json
 import math
-import signal
-import sys
-import threading
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -18,30 +15,27 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Subset
 
 from smallgpt.checkpoint.store import (
     CheckpointManager,
     capture_rng_state,
-    checkpoint_step,
-    find_latest_checkpoint,
-    list_checkpoints,
-    load_checkpoint,
-    restore_rng_state,
-    verify_checkpoint,
     write_checkpoint,
 )
 from smallgpt.config.loader import config_to_dict, save_config
 from smallgpt.config.schema import Config
-from smallgpt.data.datasets import RandomWindowBatches, TokenShardDataset
-from smallgpt.data.prepare import prepare_data
-from smallgpt.evaluate.lm import score_batches
 from smallgpt.evaluate.metrics import EvalResult, peak_flops
-from smallgpt.generate.decoding import generate_text
 from smallgpt.kernels.fallback import drain_fallbacks
 from smallgpt.model.gpt import SmallGPT, count_real_tokens
-from smallgpt.optim.schedule import get_cosine_schedule_with_warmup
+from smallgpt.train.build import (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    PLOT_FILE,
+    SUMMARY_FILE,
+    build_optimizer,
+    load_run_data,
+    open_run_logger,
+    wrap_model,
+)
 from smallgpt.train.callbacks import (
     StepResult,
     TrainerCallback,
@@ -51,25 +45,23 @@ from smallgpt.train.callbacks import (
 from smallgpt.train.distributed import (
     DistInfo,
     all_reduce_sum,
-    barrier,
     gather_to_all,
     init_distributed,
     shutdown_distributed,
 )
 from smallgpt.train.health import diagnostic_callbacks
-from smallgpt.train.logger import RunLogger
 from smallgpt.train.plot import plot_loss_curves
 from smallgpt.train.progress import StepLog, open_progress_bar
+from smallgpt.train.resume import checkpoint_at_or_before, load_for_resume, resolve_resume
 from smallgpt.train.runtime import Runtime, resolve_runtime, seed_everything
 from smallgpt.train.step import TrainingDivergedError, accumulate_gradients
+from smallgpt.train.stopping import StopControl
+from smallgpt.train.validation import evaluate_windows, sample_texts
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-CHECKPOINT_DIR = "checkpoints"
-CONFIG_FILE = "config.yaml"
-SUMMARY_FILE = "summary.json"
-PLOT_FILE = "loss.png"
+__all__ = ["CHECKPOINT_DIR", "CONFIG_FILE", "PLOT_FILE", "SUMMARY_FILE", "Trainer"]
 
 
 # ----------------------------------------------------------------------------- the trainer
@@ -117,8 +109,10 @@ class Trainer:
             train.device, train.precision, self.dist.local_rank, train.num_threads
         )
         seed_everything(config.train.seed + self.dist.rank)
-        resume_path = self._resolve_resume(resume)
-        self._build_data()
+        resume_path = resolve_resume(resume, self.run_dir, self.dist)
+        data = load_run_data(config, self.run_dir, self.dist, self._show_progress)
+        self.tokenizer, self.shard_dir = data.tokenizer, data.shard_dir
+        self.batches, self.val_data = data.batches, data.val_data
         self._build_model()
         self.step = 0
         self.tokens_seen = 0
@@ -129,15 +123,11 @@ class Trainer:
         self._last_eval_step = -1
         self._last_saved_step = -1
         self._last_checkpoint: Path | None = None
-        self._stop_reason: str | None = None
-        self._requested_stop: str | None = None
-        self._last_good_step: int | None = None
-        self._signal_name: str | None = None
-        self._interrupted = False
+        self._stop = StopControl(train.max_time_minutes)
         self._prior_train_time_s = 0.0
         if resume_path is not None:
             self._restore(resume_path)
-        self.model = self._wrap_model()
+        self.model = wrap_model(self.raw_model, config, self.runtime, self.dist)
 
         self.checkpoints = None
         if self.dist.is_main:
@@ -147,72 +137,16 @@ class Trainer:
                 config.checkpoint.keep_best,
             )
             save_config(self.cfg, self.run_dir / CONFIG_FILE)
-            self._open_logger(resume_step=self.step if resume_path is not None else None)
-
-    # ---------------------------------------------------------------- construction
-
-    def _resolve_resume(self, resume: str | Path | None) -> Path | None:
-        """Rank 0 picks the checkpoint (warning about corrupt ones); every rank gets its path."""
-        root = self.run_dir / CHECKPOINT_DIR
-        choice: str | None = None
-        if self.dist.is_main:
-            if resume is None:
-                if find_latest_checkpoint(root) is not None:
-                    raise FileExistsError(
-                        f"run directory {self.run_dir} already holds checkpoints; continue it with "
-                        "--resume auto, or choose another --run-dir"
-                    )
-            elif str(resume) == "auto":
-                found = find_latest_checkpoint(root)
-                if found is None:
-                    print(f"no checkpoint under {root}; starting from scratch", file=sys.stderr)
-                choice = None if found is None else str(found)
-            else:
-                verify_checkpoint(resume)
-                choice = str(resume)
-        choice = gather_to_all(choice, self.dist)[0]
-        return None if choice is None else Path(choice)
-
-    def _build_data(self) -> None:
-
-        if self.dist.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            prepared = prepare_data(self.cfg.data, self.run_dir, show_progress=self._show_progress)
-        barrier(self.dist)
-        if not self.dist.is_main:
-            prepared = prepare_data(self.cfg.data, self.run_dir, show_progress=False)
-        self.tokenizer = prepared.tokenizer
-        self.shard_dir = prepared.shard_dir
-        seq_len, train = self.cfg.seq_len, self.cfg.train
-        self.batches = RandomWindowBatches(
-            self.shard_dir,
-            "train",
-            seq_len=seq_len,
-            batch_size=train.batch_size,
-            seed=train.seed,
-            rank=self.dist.rank,
-            world_size=self.dist.world_size,
-        )
-        self.val_data = TokenShardDataset(self.shard_dir, "val", seq_len)
+            resume_step = self.step if resume_path is not None else None
+            self.logger = open_run_logger(config, self.run_dir, resume_step)
 
     def _build_model(self) -> None:
-
         tokenizer = self.tokenizer
         self.model_config = self.cfg.model.resolve(tokenizer.vocab_size, tokenizer.pad_token_id)
         device = self.runtime.device
         self.raw_model = SmallGPT.from_config(self.model_config).to(device)
-        o = self.cfg.optim
-        self.optimizer = self.raw_model.configure_optimizers(
-            weight_decay=o.weight_decay,
-            lr=o.lr,
-            betas=o.betas,
-            device_type=device.type,
-            optimizer=o.name,
-            eps=o.eps,
-        )
-        warmup_steps = self._warmup_steps()
-        self.scheduler = get_cosine_schedule_with_warmup(
-            self.optimizer, warmup_steps, self.cfg.train.max_steps, o.min_lr_ratio
+        self.optimizer, self.scheduler = build_optimizer(
+            self.cfg, self.raw_model, device.type, announce=self.dist.is_main
         )
         self.scaler = self.runtime.grad_scaler()
         self._flops_per_token = self.raw_model.estimate_flops_per_token(self.cfg.seq_len)
@@ -221,49 +155,9 @@ class Trainer:
         lengths = self.tokenizer.token_byte_lengths(self.model_config.vocab_size)
         self._byte_lengths = torch.from_numpy(lengths).to(device)
 
-    def _warmup_steps(self) -> int:
-        """optim.warmup_steps, shortened to train.max_steps for a run shorter than its warm-up.
-
-        A short run of a preset (a smoke test, a profile) then warms up over all its steps and
-        reaches optim.lr at the last one, with no cosine decay; it says so once.
-        """
-        warmup, steps = self.cfg.optim.warmup_steps, self.cfg.train.max_steps
-        if warmup <= steps:
-            return warmup
-        if self.dist.is_main:
-            print(
-                f"note: optim.warmup_steps ({warmup}) exceeds train.max_steps ({steps}): the "
-                f"warm-up is shortened to the run's {steps} steps (the learning rate reaches "
-                "optim.lr at the last step, with no cosine decay)",
-                file=sys.stderr,
-            )
-        return steps
-
-    def _wrap_model(self) -> torch.nn.Module:
-        model: torch.nn.Module = self.raw_model
-        if self.cfg.train.compile:
-            model = torch.compile(model)
-        if self.dist.enabled:
-            device_ids = [self.runtime.device.index] if self.runtime.device.type == "cuda" else None
-            model = DistributedDataParallel(model, device_ids=device_ids)
-        return model
-
     @property
     def _show_progress(self) -> bool:
         return self.dist.is_main and self.cfg.log.progress_bar
-
-    def _open_logger(self, resume_step: int | None) -> None:
-
-        lg = self.cfg.log
-        self.logger = RunLogger(
-            self.run_dir,
-            tensorboard=lg.tensorboard,
-            wandb=lg.wandb,
-            wandb_project=lg.wandb_project,
-            wandb_run_name=lg.wandb_run_name,
-            config=config_to_dict(self.cfg),
-            resume_step=resume_step,
-        )
 
     # ---------------------------------------------------------------- checkpoints
 
@@ -283,12 +177,16 @@ class Trainer:
         }
 
     def _restore(self, path: Path) -> None:
-        state = load_checkpoint(path, self.raw_model, self.optimizer, self.scheduler, self.scaler)
-        if state.get("world_size") != self.dist.world_size:
-            raise ValueError(
-                f"checkpoint {path} was written by {state.get('world_size')} processes, this run "
-                f"has {self.dist.world_size}; resume with the same number of processes"
-            )
+        state = load_for_resume(
+            path,
+            self.raw_model,
+            self.optimizer,
+            self.scheduler,
+            self.scaler,
+            batches=self.batches,
+            dist=self.dist,
+            lr=self.cfg.optim.lr,
+        )
         self.step = state["step"]
         self.tokens_seen = state["tokens_seen"]
         self.skipped_steps = state["skipped_steps"]
@@ -298,18 +196,6 @@ class Trainer:
         self._prior_train_time_s = state["train_time_s"]
         self._last_saved_step = self.step
         self._last_checkpoint = path
-        self.batches.load_state_dict(state["data"])
-        restore_rng_state(state["rng"][self.dist.rank])
-        # The schedule's base learning rate comes back with the checkpoint (exact resume), so a
-        # changed optim.lr would otherwise be ignored without a word.
-        resumed_lr = max(self.scheduler.base_lrs)
-        if not math.isclose(resumed_lr, self.cfg.optim.lr, rel_tol=1e-6):
-            warnings.warn(
-                f"resuming from {path}: the checkpoint's schedule uses optim.lr={resumed_lr:g}, "
-                f"the config says optim.lr={self.cfg.optim.lr:g}; the checkpoint's value is kept "
-                "(start a new run to train with another learning rate)",
-                stacklevel=2,
-            )
 
     def save(self) -> Path | None:
         """Checkpoint the current state (collective: every rank calls it; rank 0 writes)."""
@@ -403,34 +289,21 @@ class Trainer:
         scores eval_batches batches; all windows when train.eval_batches is null).
         """
 
-        batch_size, eval_batches = self.cfg.train.batch_size, self.cfg.train.eval_batches
-        limit = len(self.val_data)
-        if eval_batches is not None:
-            limit = min(limit, eval_batches * batch_size * self.dist.world_size)
-        indices = list(range(self.dist.rank, limit, self.dist.world_size))
-        totals = score_batches(
+        return evaluate_windows(
             self.raw_model,
-            DataLoader(Subset(self.val_data, indices), batch_size=batch_size),
-            device=self.runtime.device,
+            self.val_data,
+            batch_size=self.cfg.train.batch_size,
+            eval_batches=self.cfg.train.eval_batches,
             byte_lengths=self._byte_lengths,
-            autocast=self.runtime.autocast,
+            runtime=self.runtime,
+            dist=self.dist,
         )
-        return EvalResult.from_totals(*all_reduce_sum(totals, self.dist).tolist())
 
     def generate_samples(self) -> list[str]:
         """`log.num_samples` continuations of `log.sample_prompt` (seeded by the step; the
         training RNG is untouched)."""
-
-        lg = self.cfg.log
-        if lg.num_samples == 0:
-            return []
-        return generate_text(
-            self.raw_model,
-            self.tokenizer,
-            [lg.sample_prompt] * lg.num_samples,
-            max_length=lg.sample_tokens,
-            temperature=lg.sample_temperature,
-            seed=self.cfg.train.seed + self.step,
+        return sample_texts(
+            self.raw_model, self.tokenizer, self.cfg.log, self.cfg.train.seed + self.step
         )
 
     def validate(self) -> EvalResult:
@@ -511,32 +384,7 @@ class Trainer:
         checkpoint is the newest one at or before that step (None when there is none).
         Callbacks must decide the same on every rank (loss and grad norm are global).
         """
-        self._requested_stop = reason
-        self._last_good_step = last_good_step
-
-    def _should_stop(self) -> bool:
-        """Whether any rank wants to stop (signal, time budget, request); all ranks agree, and
-        agree whether it was a signal (which skips the final validation)."""
-        reason = self._local_stop_reason()
-        votes = torch.tensor(
-            [float(reason is not None), float(self._signal_name is not None)],
-            device=self.runtime.device,
-        )
-        stop_votes, signal_votes = all_reduce_sum(votes, self.dist).tolist()
-        if stop_votes > 0:
-            self._stop_reason = reason or "stop requested by another rank"
-            self._interrupted = signal_votes > 0
-        return stop_votes > 0
-
-    def _local_stop_reason(self) -> str | None:
-        if self._signal_name is not None:
-            return f"signal {self._signal_name}"
-        if self._requested_stop is not None:
-            return self._requested_stop
-        budget = self.cfg.train.max_time_minutes
-        if budget is not None and self._session_time() >= budget * 60:
-            return f"time budget of {budget:g} minutes reached"
-        return None
+        self._stop.request(reason, last_good_step=last_good_step)
 
     def _session_time(self) -> float:
         return 0.0 if self._fit_start is None else time.perf_counter() - self._fit_start
@@ -545,27 +393,9 @@ class Trainer:
         for callback in self.callbacks:
             getattr(callback, hook)(self, *args)
 
-    @contextlib.contextmanager
-    def _signal_handlers(self) -> Iterator[None]:
-        """SIGTERM/SIGINT set a flag; the loop finishes its step, saves and returns. A second
-        SIGINT interrupts at once."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def handle(signum: int, frame: Any) -> None:
-            if self._signal_name is not None and signum == signal.SIGINT:
-                raise KeyboardInterrupt
-            self._signal_name = signal.Signals(signum).name
-            if self._progress is not None:
-                self._progress.write(f"{self._signal_name}: finishing this step, then saving")
-
-        previous = {s: signal.signal(s, handle) for s in (signal.SIGTERM, signal.SIGINT)}
-        try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+    def _on_signal(self, name: str) -> None:
+        if self._progress is not None:
+            self._progress.write(f"{name}: finishing this step, then saving")
 
     def fit(self) -> TrainSummary:
         """Train until train.max_steps, the time budget, a signal or a stop request; validate and
@@ -576,7 +406,7 @@ class Trainer:
         self._fit_start = time.perf_counter()
         start_tokens = self.tokens_seen
         max_steps = self.cfg.train.max_steps
-        with self._signal_handlers(), self._progress_bar():
+        with self._stop.signal_handlers(self._on_signal), self._progress_bar():
             self._emit("on_train_start")
             tracker = StepLog(
                 logger=self.logger,
@@ -589,7 +419,9 @@ class Trainer:
                 world_size=self.dist.world_size,
                 elapsed=self._session_time,
             )
-            while self.step < max_steps and not self._should_stop():
+            while self.step < max_steps and not self._stop.should_stop(
+                self._session_time(), self.runtime.device, self.dist
+            ):
                 result = self.train_step()
                 self._report_kernel_fallbacks()
                 self._emit("on_step_end", result)
@@ -600,7 +432,7 @@ class Trainer:
                     skipped_steps=self.skipped_steps,
                     bar=self._progress,
                 )
-                if result.skipped or self._last_good_step is not None:
+                if result.skipped or self._stop.last_good_step is not None:
                     continue
                 if self.step % self.cfg.train.eval_interval == 0 and self.step < max_steps:
                     self.validate()
@@ -611,11 +443,12 @@ class Trainer:
                     and self._last_saved_step != self.step
                 ):
                     self.save()
-            stop_reason = self._stop_reason or f"reached train.max_steps={max_steps}"
-            if self._last_good_step is not None:
-                self._last_checkpoint = self._checkpoint_at_or_before(self._last_good_step)
+            stop_reason = self._stop.reason or f"reached train.max_steps={max_steps}"
+            last_good = self._stop.last_good_step
+            if last_good is not None:
+                self._last_checkpoint = checkpoint_at_or_before(self.run_dir, last_good)
             else:
-                if not self._interrupted and self._last_eval_step != self.step:
+                if not self._stop.interrupted and self._last_eval_step != self.step:
                     self.validate()
                 if self._last_saved_step != self.step:
                     self.save()
@@ -628,14 +461,6 @@ class Trainer:
             (self.run_dir / SUMMARY_FILE).write_text(json.dumps(asdict(summary), indent=1))
         self._emit("on_train_end", summary)
         return summary
-
-    def _checkpoint_at_or_before(self, step: int) -> Path | None:
-        """The newest step checkpoint of this run at or before `step` (None if there is none)."""
-        for path in list_checkpoints(self.run_dir / CHECKPOINT_DIR):
-            found = checkpoint_step(path)
-            if found is not None and found <= step:
-                return path
-        return None
 
     @contextlib.contextmanager
     def _progress_bar(self) -> Iterator[None]:
