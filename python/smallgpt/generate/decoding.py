@@ -114,15 +114,18 @@ def iter_generate(
     try:
         with torch.no_grad():
             decoder = _Decoder(model, sequences, context_shift)
-            seen = torch.zeros(
-                len(sequences), model.get_vocab_size(), dtype=torch.bool, device=device
-            )
-            for b, seq in enumerate(sequences):
-                seen[b, torch.tensor(seq, device=device)] = True
+            # Only what the options use is kept up to date: each step's overhead adds to every token.
+            seen = None
+            if repetition_penalty != 1.0:
+                seen = torch.zeros(
+                    len(sequences), model.get_vocab_size(), dtype=torch.bool, device=device
+                )
+                for b, seq in enumerate(sequences):
+                    seen[b, torch.tensor(seq, device=device)] = True
             active = torch.ones(len(sequences), dtype=torch.bool, device=device)
             logits = decoder.prefill(max_new_tokens) if max_new_tokens else None
             for step in range(max_new_tokens):
-                if repetition_penalty != 1.0:
+                if seen is not None:
                     logits = apply_repetition_penalty(logits, seen, repetition_penalty)
                 tokens = sample_next_token(
                     logits,
@@ -133,11 +136,14 @@ def iter_generate(
                     generator=generator,
                 ).squeeze(-1)
                 yield tokens, active.clone()
-                seen.scatter_(1, tokens[:, None], True)
+                if seen is not None:
+                    seen.scatter_(1, tokens[:, None], True)
+                remaining = max_new_tokens - step - 1
                 if eos_token_id is not None:
                     active &= tokens != eos_token_id
-                remaining = max_new_tokens - step - 1
-                if remaining == 0 or not bool(active.any()):
+                    if not bool(active.any()):
+                        return
+                if remaining == 0:
                     return
                 logits = decoder.step(tokens, remaining)
     finally:

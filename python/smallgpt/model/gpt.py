@@ -61,13 +61,7 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.embed_dim, config.embed_dim, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(
-        self,
-        x: Tensor,
-        kv: LayerKV | None = None,
-        attn_mask: Tensor | None = None,
-        is_causal: bool = True,
-    ) -> Tensor:
+    def forward(self, x: Tensor, kv: LayerKV | None = None) -> Tensor:
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(self.embed_dim, dim=2)
         q, k, v = (
@@ -75,8 +69,7 @@ class CausalSelfAttention(nn.Module):
         )
         dropout_p = self.dropout if self.training else 0.0
         if kv is not None:
-            k, v = kv.update(k, v)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal)
+            y = kv.attend(q, k, v)
         else:
             flash = _flash_attention_for(
                 self.backend, str(x.device), q.dtype, C // self.num_heads, dropout_p > 0
@@ -117,14 +110,8 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.embed_dim, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(
-        self,
-        x: Tensor,
-        kv: LayerKV | None = None,
-        attn_mask: Tensor | None = None,
-        is_causal: bool = True,
-    ) -> Tensor:
-        x = x + self.attn(self.ln_1(x), kv, attn_mask, is_causal)
+    def forward(self, x: Tensor, kv: LayerKV | None = None) -> Tensor:
+        x = x + self.attn(self.ln_1(x), kv)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -355,7 +342,6 @@ class SmallGPT(nn.Module):
                     f"max_seq_len={self.config.max_seq_len}; feed at most max_seq_len tokens"
                 )
             positions = torch.arange(position_offset, position_offset + T, device=input_ids.device)
-            attn_mask, is_causal = None, True
         else:
             if position_offset != 0:
                 raise ValueError(
@@ -366,11 +352,10 @@ class SmallGPT(nn.Module):
                     f"batch size {input_ids.size(0)} differs from the KV cache's "
                     f"{kv_cache.start.size(0)}"
                 )
-            positions, attn_mask, is_causal = kv_cache.positions_and_mask(T)
+            positions = kv_cache.begin(T)
         x = self.transformer.drop(self.transformer.wte(input_ids) + self.transformer.wpe(positions))
         for index, block in enumerate(self.transformer.h):
-            kv = None if kv_cache is None else kv_cache.layer(index)
-            x = block(x, kv, attn_mask, is_causal)
+            x = block(x, None if kv_cache is None else kv_cache.layer(index))
         if kv_cache is not None:
             kv_cache.advance(T)
         return self.transformer.ln_f(x)

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
 class LayerKV:
-    """One layer's view of a KVCache: its key/value buffers and how many slots are already filled."""
+    """One layer's view of a KVCache for one forward pass: its key/value buffers, how many slots
+    are already filled, and the attention mask and causal flag of the pass's new tokens."""
 
-    def __init__(self, k: Tensor, v: Tensor, past: int) -> None:
+    def __init__(
+        self, k: Tensor, v: Tensor, past: int, attn_mask: Tensor | None, is_causal: bool
+    ) -> None:
         self.k, self.v, self.past = k, v, past
+        self.attn_mask, self.is_causal = attn_mask, is_causal
 
     def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Store the new keys/values (B, H, T, D) after the past ones; return all of them so far."""
@@ -18,6 +23,14 @@ class LayerKV:
         self.k[:, :, self.past : end] = k
         self.v[:, :, self.past : end] = v
         return self.k[:, :, :end], self.v[:, :, :end]
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """Attention output (B, H, T, D) of the new queries over the past and new keys/values,
+        which are stored (see `update`)."""
+        keys, values = self.update(k, v)
+        return F.scaled_dot_product_attention(
+            q, keys, values, attn_mask=self.attn_mask, is_causal=self.is_causal
+        )
 
 
 class KVCache:
@@ -47,18 +60,18 @@ class KVCache:
         self.start = start.to(device=device, dtype=torch.long)
         self.has_padding = bool((self.start > 0).any())
         self.length = 0
+        self._mask: Tensor | None = None
+        self._causal = True
 
     @property
     def capacity(self) -> int:
         return self.k.size(3)
 
-    def layer(self, index: int) -> LayerKV:
-        return LayerKV(self.k[index], self.v[index], self.length)
+    def begin(self, num_new: int) -> Tensor:
+        """Start a forward pass of `num_new` tokens per sequence: their positions (B, num_new).
 
-    def positions_and_mask(self, num_new: int) -> tuple[Tensor, Tensor | None, bool]:
-        """Positions (B, T) of `num_new` new tokens, plus the attention mask and causal flag to use.
-
-        Raises ValueError when the new tokens do not fit in the cache.
+        Also sets the attention mask its layers use (see `layer`). Raises ValueError when the new
+        tokens do not fit in the cache.
         """
         if self.length + num_new > self.capacity:
             raise ValueError(
@@ -68,18 +81,29 @@ class KVCache:
         device = self.start.device
         slots = torch.arange(self.length, self.length + num_new, device=device)
         positions = (slots[None, :] - self.start[:, None]).clamp_min(0)
+        self._mask, self._causal = self._mask_for(slots)
+        return positions
+
+    def _mask_for(self, slots: Tensor) -> tuple[Tensor | None, bool]:
+        """The mask and causal flag of queries at `slots`; None where SDPA needs none: a first
+        pass without padding is causal, and one new token sees every filled slot."""
+        num_new = slots.numel()
         if not self.has_padding:
             if self.length == 0:
-                return positions, None, True
+                return None, True
             if num_new == 1:
-                return positions, None, False
-        keys = torch.arange(self.length + num_new, device=device)
+                return None, False
+        keys = torch.arange(self.length + num_new, device=slots.device)
         causal = keys[None, :] <= slots[:, None]
         real_key = keys[None, None, :] >= self.start[:, None, None]
         # A padding query may see itself, so its softmax row is never empty (no NaN).
         own_slot = keys[None, :] == slots[:, None]
         mask = causal[None] & (real_key | own_slot[None])
-        return positions, mask[:, None], False
+        return mask[:, None], False
+
+    def layer(self, index: int) -> LayerKV:
+        """Layer `index`'s view for the pass that `begin` started."""
+        return LayerKV(self.k[index], self.v[index], self.length, self._mask, self._causal)
 
     def advance(self, num_new: int) -> None:
         self.length += num_new

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from smallgpt.generate.sampling import sample_next_token
@@ -74,22 +75,25 @@ class _SlotPool:
 
 
 class _LayerSlots:
-    """One layer of a _SlotBatch, as SmallGPT's attention expects (`update`)."""
+    """One layer of a _SlotBatch, as SmallGPT's attention expects (`attend`)."""
 
     def __init__(self, batch: _SlotBatch, layer: int) -> None:
         self.batch, self.layer = batch, layer
 
-    def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+    def attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """Store each slot's new key/value at its length; attend over its filled slots."""
         b, keys, values = self.batch, self.batch.pool.k[self.layer], self.batch.pool.v[self.layer]
         if b.span is not None and b.uniform:
             # neighbouring slots of one length (a lone sequence, say): views, no gather
             at = b.host_lengths[0]
             keys[b.span, :, at : at + 1] = k
             values[b.span, :, at : at + 1] = v
-            return keys[b.span, :, : b.width], values[b.span, :, : b.width]
-        keys[b.slots, :, b.lengths] = k[:, :, 0]
-        values[b.slots, :, b.lengths] = v[:, :, 0]
-        return keys[b.slots, :, : b.width], values[b.slots, :, : b.width]
+            keys, values = keys[b.span, :, : b.width], values[b.span, :, : b.width]
+        else:
+            keys[b.slots, :, b.lengths] = k[:, :, 0]
+            values[b.slots, :, b.lengths] = v[:, :, 0]
+            keys, values = keys[b.slots, :, : b.width], values[b.slots, :, : b.width]
+        return F.scaled_dot_product_attention(q, keys, values, attn_mask=b.mask)
 
 
 class _SlotBatch:
@@ -107,15 +111,16 @@ class _SlotBatch:
         self.span = slice(first, first + len(slots)) if slots == list(
             range(first, first + len(slots))) else None
         self.start = torch.zeros_like(self.slots)
+        self.mask: Tensor | None = None
 
-    def positions_and_mask(self, num_new: int) -> tuple[Tensor, Tensor | None, bool]:
+    def begin(self, num_new: int) -> Tensor:
+        """Positions (B, 1) of the step's tokens; sets the mask of slots shorter than the widest."""
         if num_new != 1:
             raise ValueError("a slot batch decodes one token per sequence and step")
-        if self.uniform:  # every key is real for every sequence
-            return self.lengths[:, None], None, False
-        keys = torch.arange(self.width, device=self.slots.device)
-        mask = keys[None, :] <= self.lengths[:, None]
-        return self.lengths[:, None], mask[:, None, None, :], False
+        if not self.uniform:  # a shorter slot must not see the stale keys past its length
+            keys = torch.arange(self.width, device=self.slots.device)
+            self.mask = (keys[None, :] <= self.lengths[:, None])[:, None, None, :]
+        return self.lengths[:, None]
 
     def layer(self, index: int) -> _LayerSlots:
         return _LayerSlots(self, index)
@@ -123,7 +128,6 @@ class _SlotBatch:
     def advance(self, num_new: int) -> None:
         for slot in self.host_slots:
             self.pool.lengths[slot] += num_new
-
 
 @dataclass
 class _Running:
