@@ -16,15 +16,14 @@ import pytest
 import torch
 from safetensors import safe_open
 from smallgpt.checkpoint.load import load_model, save_checkpoint
+from smallgpt.checkpoint.rng import capture_rng_state, restore_rng_state
 from smallgpt.checkpoint.store import (
     MANIFEST_FILE,
     MODEL_FILE,
     CheckpointError,
     CheckpointManager,
-    capture_rng_state,
     find_latest_checkpoint,
     load_checkpoint,
-    restore_rng_state,
     verify_checkpoint,
     write_checkpoint,
 )

@@ -13,6 +13,7 @@ from smallgpt.checkpoint.resolve import (
     resolve_checkpoint,
     resolve_device,
 )
+from smallgpt.checkpoint.rng import capture_rng_state, restore_rng_state
 from smallgpt.checkpoint.store import (
     BEST_NAME,
     CONFIG_FILE,
@@ -26,7 +27,6 @@ from smallgpt.checkpoint.store import (
     VERSION,
     CheckpointError,
     CheckpointManager,
-    capture_rng_state,
     checkpoint_step,
     find_latest_checkpoint,
     from_jsonable,
@@ -34,7 +34,6 @@ from smallgpt.checkpoint.store import (
     list_checkpoints,
     load_checkpoint,
     read_model_config,
-    restore_rng_state,
     sha256_file,
     to_jsonable,
     unwrap_model,

@@ -9,11 +9,11 @@ from typing import Any
 import torch
 from safetensors.torch import load_model as _load_weights
 
+from smallgpt.checkpoint.rng import capture_rng_state
 from smallgpt.checkpoint.store import (
     MODEL_FILE,
     TOKENIZER_FILE,
     CheckpointError,
-    capture_rng_state,
     read_model_config,
     verify_checkpoint,
     write_checkpoint,

@@ -10,12 +10,12 @@ from typing import Any
 
 import torch
 
+from smallgpt.checkpoint.rng import restore_rng_state
 from smallgpt.checkpoint.store import (
     checkpoint_step,
     find_latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
-    restore_rng_state,
     verify_checkpoint,
 )
 from smallgpt.data.datasets import RandomWindowBatches

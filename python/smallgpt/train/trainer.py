@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from smallgpt.checkpoint.rng import capture_rng_state
 from smallgpt.checkpoint.store import (
     CheckpointManager,
-    capture_rng_state,
     write_checkpoint,
 )
 from smallgpt.config.loader import config_to_dict, save_config
