@@ -169,6 +169,16 @@ class ReadStats:
 Cut = Callable[[str], int]
 
 
+def _cut_near(text: str, size: int, cut: Cut) -> int:
+    """The last safe cut within the first `size` characters of `text`, looking further (twice
+    as far each time) when there is none; 0 when `text` has none at all."""
+    while True:
+        at = cut(text[:size])
+        if at > 0 or size >= len(text):
+            return at
+        size *= 2
+
+
 def _text_pieces(
     source: Source, piece_chars: int, cut: Cut, stats: ReadStats
 ) -> Iterator[tuple[str, bool]]:
@@ -191,7 +201,7 @@ def _text_pieces(
             offset += len(block)
             stats.bytes_done = base + raw.tell()
             while len(carry) >= piece_chars:
-                at = cut(carry)
+                at = _cut_near(carry, piece_chars, cut)
                 if at <= 0:
                     break  # no safe cut yet: read on (as the Rust file encoder does)
                 yield carry[:at], False

@@ -342,6 +342,7 @@ def prepare_shards(
                     work.encode(chunk)
                 bar.update(chunk.bytes_done - bar.n)
                 bar.set_postfix(documents=chunk.documents, refresh=False)
+            bar.update((total or bar.n) - bar.n)  # the last chunk closes before its file ends
         finally:
             work.close()
     return _finish(tokenizer, sources, out, header, state, val_fraction, log)
