@@ -94,3 +94,25 @@ def write_text_dir(root: Path, docs: list[str]) -> Path:
     for i, doc in enumerate(docs):
         (root / f"doc_{i:05d}.txt").write_text(doc, encoding="utf-8")
     return root
+
+
+def sample_documents(base: Path) -> list[str]:
+    """Real, varied documents from `base` (the data directory): Shakespeare's speeches,
+    multilingual lines with emoji, an empty one and one holding `<|endoftext|>` as text."""
+    plays = (base / "tinyshakespeare.txt").read_text(encoding="utf-8")[:40_000]
+    world = (base / "multilingual_emoji.txt").read_text(encoding="utf-8")[:12_000]
+    found = [p for p in plays.split("\n\n") if p][:30] + [w for w in world.split("\n") if w][:20]
+    return [*found[:10], "", "a plain <|endoftext|> inside", *found[10:]]
+
+
+# The file forms of one set of documents that must read the same.
+FORMS = ("jsonl", "jsonl.gz", "jsonl.zst", "ndjson.bz2", "parquet", "parquet.gz")
+
+
+def write_form(root: Path, form: str, docs: list[str]) -> Path:
+    """`docs` as `root/docs.<form>` (a form of FORMS)."""
+    path = root / f"docs.{form}"
+    if form.startswith("parquet"):
+        plain = write_parquet(root / f"plain-{form}.parquet", docs)
+        return write_bytes(path, plain.read_bytes())
+    return write_jsonl(path, docs)

@@ -19,30 +19,24 @@ from smallgpt.corpus.sources import (
 )
 from smallgpt.tokenizer.bpe import Tokenizer
 
-from tests.corpora import write_bytes, write_jsonl, write_parquet, write_text_dir
+from tests.corpora import (
+    FORMS,
+    sample_documents,
+    write_bytes,
+    write_form,
+    write_jsonl,
+    write_parquet,
+    write_text_dir,
+)
 
 pytest.importorskip("pyarrow")
 pytest.importorskip("zstandard")
 
-FORMS = ("jsonl", "jsonl.gz", "jsonl.zst", "ndjson.bz2", "parquet", "parquet.gz")
 
 
 @pytest.fixture(scope="module")
 def docs(shared_data) -> list[str]:
-    """Real documents: scenes of Shakespeare, multilingual lines with emoji, an empty one, one
-    holding the end-of-text string as plain text."""
-    plays = (shared_data / "tinyshakespeare.txt").read_text(encoding="utf-8")[:40_000]
-    world = (shared_data / "multilingual_emoji.txt").read_text(encoding="utf-8")[:12_000]
-    found = [p for p in plays.split("\n\n") if p][:30] + [w for w in world.split("\n") if w][:20]
-    return [*found[:10], "", "a plain <|endoftext|> inside", *found[10:]]
-
-
-def write_form(root, form: str, docs: list[str]):
-    path = root / f"docs.{form}"
-    if form.startswith("parquet"):
-        plain = write_parquet(root / f"plain-{form}.parquet", docs)
-        return write_bytes(path, plain.read_bytes())
-    return write_jsonl(path, docs)
+    return sample_documents(shared_data)
 
 
 @pytest.mark.parametrize("form", FORMS)
