@@ -138,6 +138,32 @@ def test_encode_batch_equals_encode_on_any_thread_count(tokenizer):
     assert tokenizer.encode_batch(lines, num_threads=5) == expected
 
 
+def _runs_everywhere(size: int) -> str:
+    """About `size` bytes in which almost every byte lies inside a long letter run (with
+    multibyte letters), whitespace run or emoji run: wherever a part of it is meant to end,
+    the cut has to move to a safe place."""
+    rng = random.Random(size)
+    runs = ["naïveté中" * 40, " \t\u3000 " * 50 + "\n", "😀👍🏽🇫🇷" * 30, " 1234567" * 20, "'ll'S" * 30]
+    text: list[str] = []
+    while sum(map(len, text)) * 2 < size:
+        text.append(rng.choice(runs))
+    return "".join(text)
+
+
+def test_encode_batch_of_few_large_texts_equals_tiktoken(tokenizer):
+    # Texts this large are cut into parts encoded on several threads, then joined back.
+    texts = [
+        corpus_text("multilingual_emoji"),
+        _runs_everywhere(400_000),
+        corpus_text("gutenberg", 1_000_000, 30_000_000),
+        "tiny",
+        corpus_text("tinyshakespeare"),
+    ]
+    expected = tiktoken_twin(tokenizer).encode_ordinary_batch(texts)
+    for threads in (1, 2, 5):
+        assert tokenizer.encode_batch(texts, num_threads=threads) == expected, threads
+
+
 def test_encode_batch_with_allowed_specials_equals_encode(tokenizer):
     texts = [f"line {i} <|endoftext|> é😀 {i * 7}" for i in range(3000)]
     expected = [tokenizer.encode(t, allowed_special="all") for t in texts]

@@ -41,6 +41,92 @@ fn batch_runs<T: AsRef<str>>(texts: &[T], count: usize) -> Vec<(usize, &[T])> {
     runs
 }
 
+/// A batch's texts cut for encoding: whole texts and parts of large ones, in order.
+struct BatchParts<'a> {
+    parts: Vec<&'a str>,
+    /// The index of each part's text.
+    text_of: Vec<usize>,
+}
+
+/// Texts shorter than twice this are never cut: a part pays a little for its own start.
+const MIN_PART: usize = 16 << 10;
+
+/// Puts the ids of encoded runs of parts back together as the ids of whole texts: consecutive
+/// whole texts go on as one run, a cut text once all its parts have arrived.
+struct Joiner<'p, 'a> {
+    parts: &'p BatchParts<'a>,
+    /// The ids of the parts of cut texts that have arrived, by part index.
+    arrived: Vec<Option<Vec<u32>>>,
+    /// Parts still to come, by text (for cut texts).
+    missing: FxHashMap<usize, usize>,
+}
+
+impl<'p, 'a> Joiner<'p, 'a> {
+    fn new(parts: &'p BatchParts<'a>) -> Joiner<'p, 'a> {
+        let mut missing = FxHashMap::default();
+        for &text in &parts.text_of {
+            *missing.entry(text).or_insert(0) += 1;
+        }
+        missing.retain(|_, count| *count > 1);
+        let arrived = if missing.is_empty() {
+            Vec::new()
+        } else {
+            vec![None; parts.parts.len()]
+        };
+        Joiner {
+            parts,
+            arrived,
+            missing,
+        }
+    }
+
+    /// Takes the ids of the run of parts from `first`; passes on what completes texts.
+    fn add(
+        &mut self,
+        first: usize,
+        ids: Vec<Vec<u32>>,
+        consume: &mut impl FnMut(usize, Vec<Vec<u32>>),
+    ) {
+        if self.arrived.is_empty() {
+            consume(first, ids); // nothing was cut: parts are texts
+            return;
+        }
+        let text_of = &self.parts.text_of;
+        let mut whole: Vec<Vec<u32>> = Vec::new();
+        let mut whole_first = 0;
+        for (part, part_ids) in (first..).zip(ids) {
+            let text = text_of[part];
+            let Some(count) = self.missing.get_mut(&text) else {
+                if whole.is_empty() {
+                    whole_first = text;
+                }
+                whole.push(part_ids);
+                continue;
+            };
+            if !whole.is_empty() {
+                consume(whole_first, std::mem::take(&mut whole));
+            }
+            self.arrived[part] = Some(part_ids);
+            *count -= 1;
+            if *count == 0 {
+                self.missing.remove(&text);
+                let start = text_of.partition_point(|&t| t < text);
+                let end = text_of.partition_point(|&t| t <= text);
+                let arrived = &mut self.arrived[start..end];
+                let len = arrived.iter().flatten().map(Vec::len).sum();
+                let mut joined = Vec::with_capacity(len);
+                for ids in arrived.iter_mut().flat_map(Option::take) {
+                    joined.extend_from_slice(&ids);
+                }
+                consume(text, vec![joined]);
+            }
+        }
+        if !whole.is_empty() {
+            consume(whole_first, whole);
+        }
+    }
+}
+
 /// Encodes text to ids and decodes ids to bytes for one vocabulary.
 pub struct Encoder {
     pattern: Pattern,
@@ -346,7 +432,9 @@ impl Encoder {
     /// This lets the caller turn ids into its own objects (Python lists, which only one thread
     /// can build) while encoding goes on: the calling thread is one of the `threads` and,
     /// between the runs it encodes itself, consumes the runs the other threads have finished.
-    /// With one thread everything happens in order on the calling thread.
+    /// With one thread everything happens in order on the calling thread. A text much larger
+    /// than a run is encoded in parts cut at safe pre-tokenization cuts, so a few large texts
+    /// keep every thread busy; its ids are those of the whole text.
     pub fn encode_batch_each(
         &self,
         threads: usize,
@@ -356,10 +444,16 @@ impl Encoder {
     ) {
         // Many small runs: whatever the others finish while the calling thread encodes its
         // last run is what remains to consume after encoding ends.
-        let runs = batch_runs(texts, if threads <= 1 { 1 } else { 16 * threads });
+        let run_count = if threads <= 1 { 1 } else { 16 * threads };
+        let parts = self.batch_parts(texts, allowed, run_count);
+        let runs = batch_runs(&parts.parts, run_count);
         let next_run = AtomicUsize::new(0);
         let take = || runs.get(next_run.fetch_add(1, Ordering::Relaxed));
         let (sender, receiver) = std::sync::mpsc::channel();
+        let mut joined = Joiner::new(&parts);
+        let mut consume_run = |first: usize, ids: Vec<Vec<u32>>| {
+            joined.add(first, ids, &mut consume);
+        };
         // Plain threads, not a rayon pool: a pool's idle workers spin for work, taking time
         // from the threads that have it on a machine with few cores.
         std::thread::scope(|scope| {
@@ -379,15 +473,54 @@ impl Encoder {
             let mut state = EncodeState::for_many_texts();
             loop {
                 while let Ok((first, ids)) = receiver.try_recv() {
-                    consume(first, ids);
+                    consume_run(first, ids);
                 }
                 let Some(&(first, run)) = take() else { break };
-                consume(first, self.encode_run(run, allowed, &mut state));
+                consume_run(first, self.encode_run(run, allowed, &mut state));
             }
             for (first, ids) in receiver {
-                consume(first, ids);
+                consume_run(first, ids);
             }
         });
+    }
+
+    /// The texts of a batch to be dealt out in `run_count` runs, each text whole or, when it
+    /// is over twice a run's share of the bytes and holds none of the allowed specials, cut at
+    /// safe cuts into parts of about that share.
+    fn batch_parts<'a>(
+        &self,
+        texts: &'a [impl AsRef<str>],
+        allowed: &[u32],
+        run_count: usize,
+    ) -> BatchParts<'a> {
+        let total: usize = texts.iter().map(|t| t.as_ref().len()).sum();
+        let share = (total / run_count).max(MIN_PART);
+        let finders: Vec<memchr::memmem::Finder> = self
+            .specials
+            .iter()
+            .filter(|(s, id)| allowed.contains(id) && !s.is_empty())
+            .map(|(s, _)| memchr::memmem::Finder::new(s.as_bytes()))
+            .collect();
+        let mut parts = BatchParts {
+            parts: Vec::with_capacity(texts.len()),
+            text_of: Vec::with_capacity(texts.len()),
+        };
+        let mut cut = Vec::new();
+        for (index, text) in texts.iter().enumerate() {
+            let text = text.as_ref();
+            let splittable = run_count > 1
+                && text.len() > 2 * share
+                && !finders.iter().any(|f| f.find(text.as_bytes()).is_some());
+            cut.clear();
+            if splittable {
+                split_at_safe_cuts(self.pattern, text, share, &mut cut);
+            } else {
+                cut.push(text);
+            }
+            parts.parts.extend_from_slice(&cut);
+            parts.text_of.extend(std::iter::repeat_n(index, cut.len()));
+        }
+        parts
     }
 
     fn encode_run(
@@ -708,6 +841,52 @@ mod tests {
         }
         let none: [&str; 0] = [];
         encoder.encode_batch_each(2, &none, &[], |_, _| panic!("no texts, no runs"));
+    }
+
+    /// `encode_batch_each` on `threads` threads, the runs put back in text order.
+    fn batch_in_order(
+        encoder: &Encoder,
+        threads: usize,
+        texts: &[String],
+        allowed: &[u32],
+    ) -> Vec<Vec<u32>> {
+        let mut got: Vec<Option<Vec<u32>>> = vec![None; texts.len()];
+        encoder.encode_batch_each(threads, texts, allowed, |first, run| {
+            for (k, ids) in run.into_iter().enumerate() {
+                assert!(got[first + k].replace(ids).is_none(), "text {}", first + k);
+            }
+        });
+        got.into_iter()
+            .map(|ids| ids.expect("every text"))
+            .collect()
+    }
+
+    #[test]
+    fn large_texts_of_a_batch_are_cut_and_joined_back() {
+        let encoder = trained(Pattern::Gpt2, 600, &["<|endoftext|>"]);
+        let eot = encoder.specials()[0].1;
+        let large = SHAKESPEARE.repeat(2);
+        let texts: Vec<String> = vec![
+            large.clone(), // first: cut before any text was kept whole
+            "a short one".into(),
+            "x".into(),
+            format!("{}<|endoftext|>{}", &large[..large.len() / 2], "end"),
+            " ".repeat(200_000), // no safe cut: one part
+            large[1000..].to_string(),
+            "last".into(),
+        ];
+        for threads in [2, 3] {
+            let parts = encoder.batch_parts(&texts, &[eot], 16 * threads);
+            let cut = |i: usize| parts.text_of.iter().filter(|&&t| t == i).count();
+            assert!(cut(0) > 4 && cut(5) > 4, "large texts are cut");
+            assert_eq!((cut(3), cut(4)), (1, 1), "allowed specials, no safe cut");
+            assert_eq!(parts.parts.concat(), texts.concat());
+            let expected: Vec<Vec<u32>> = texts
+                .iter()
+                .map(|t| encoder.encode_with_specials(t, &[eot]))
+                .collect();
+            assert_eq!(batch_in_order(&encoder, threads, &texts, &[eot]), expected);
+        }
     }
 
     #[test]
