@@ -15,6 +15,7 @@ a copy). Outputs and gradients are allocated in (batch, seq, heads, head_dim) me
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, TypedDict
 
 import torch
 from torch import Tensor
@@ -27,9 +28,27 @@ from smallgpt.kernels._support import (
     require_available,
 )
 
-__all__ = ["attention_dropout_mask", "attention_reference", "flash_attention", "is_available"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack needs Python 3.11
+
+__all__ = [
+    "AttentionOptions",
+    "attention_dropout_mask",
+    "attention_reference",
+    "flash_attention",
+    "is_available",
+]
 
 _SEED_LIMIT = 2**62
+
+
+class AttentionOptions(TypedDict, total=False):
+    """The options `flash_attention` and `attention_reference` share, as keywords; a reference given
+    none of them uses `flash_attention`'s defaults (causal, the 1/sqrt(head_dim) scale, no dropout)."""
+
+    causal: bool
+    softmax_scale: float | None
+    dropout_p: float
 
 
 def attention_reference(
@@ -37,10 +56,8 @@ def attention_reference(
     k: Tensor,
     v: Tensor,
     *,
-    causal: bool = True,
-    softmax_scale: float | None = None,
-    dropout_p: float = 0.0,
     dropout_mask: Tensor | None = None,
+    **options: Unpack[AttentionOptions],
 ) -> Tensor:
     """Attention computed the textbook way, in the inputs' dtype, with a (seq, seq) score matrix.
 
@@ -48,15 +65,16 @@ def attention_reference(
     (batch, heads, seq, seq), True = kept) is applied to the probabilities and survivors are scaled by
     1 / (1 - dropout_p), the same maths as `flash_attention` with that mask. Differentiable.
     """
+    softmax_scale = options.get("softmax_scale")
     scale = softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(q.shape[-1])
     scores = (q @ k.transpose(-2, -1)) * scale
-    if causal:
+    if options.get("causal", True):
         seq_len = q.shape[-2]
         future = torch.ones(seq_len, seq_len, dtype=torch.bool, device=q.device).triu(1)
         scores = scores.masked_fill(future, float("-inf"))
     probs = torch.softmax(scores, dim=-1)
     if dropout_mask is not None:
-        probs = probs * dropout_mask / (1.0 - dropout_p)
+        probs = probs * dropout_mask / (1.0 - options.get("dropout_p", 0.0))
     return probs @ v
 
 

@@ -17,7 +17,7 @@ device synchronisation).
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, TypedDict
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +30,11 @@ from smallgpt.kernels._support import (
     unit_last_stride,
 )
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack needs Python 3.11
+
 __all__ = [
+    "LossOptions",
     "cross_entropy",
     "cross_entropy_reference",
     "is_available",
@@ -43,39 +47,37 @@ _REDUCTIONS = ("mean", "sum", "none")
 _CHUNK_BYTES = 32 * 2**20
 
 
+class LossOptions(TypedDict, total=False):
+    """The loss options of `cross_entropy` and `linear_cross_entropy`, as keywords; a reference
+    given none of them uses those functions' defaults (-100, "mean", 0.0, None)."""
+
+    ignore_index: int
+    reduction: str
+    label_smoothing: float
+    vocab_size: int | None
+
+
 def cross_entropy_reference(
-    logits: Tensor,
-    targets: Tensor,
-    ignore_index: int = -100,
-    reduction: str = "mean",
-    label_smoothing: float = 0.0,
-    vocab_size: int | None = None,
+    logits: Tensor, targets: Tensor, **options: Unpack[LossOptions]
 ) -> Tensor:
     """`F.cross_entropy` on the first `vocab_size` columns, in float32: the maths `cross_entropy` does."""
+    vocab_size = options.get("vocab_size")
     if vocab_size is not None:
         logits = logits[:, :vocab_size]
     return F.cross_entropy(
         logits.float(),
         targets,
-        ignore_index=ignore_index,
-        reduction=reduction,
-        label_smoothing=label_smoothing,
+        ignore_index=options.get("ignore_index", -100),
+        reduction=options.get("reduction", "mean"),
+        label_smoothing=options.get("label_smoothing", 0.0),
     )
 
 
 def linear_cross_entropy_reference(
-    hidden: Tensor,
-    weight: Tensor,
-    targets: Tensor,
-    ignore_index: int = -100,
-    reduction: str = "mean",
-    label_smoothing: float = 0.0,
-    vocab_size: int | None = None,
+    hidden: Tensor, weight: Tensor, targets: Tensor, **options: Unpack[LossOptions]
 ) -> Tensor:
     """The unfused LM head + loss: `cross_entropy_reference(hidden @ weight.T, targets, ...)`."""
-    return cross_entropy_reference(
-        hidden @ weight.T, targets, ignore_index, reduction, label_smoothing, vocab_size
-    )
+    return cross_entropy_reference(hidden @ weight.T, targets, **options)
 
 
 def cross_entropy(
