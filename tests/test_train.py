@@ -16,7 +16,7 @@ from smallgpt.checkpoint.store import find_latest_checkpoint
 from smallgpt.data.datasets import TokenShardDataset
 from smallgpt.data.shards import load_meta
 from smallgpt.model.gpt import SmallGPT
-from smallgpt.train.step import TrainingDivergedError, accumulate_gradients
+from smallgpt.train.step import TrainingDivergedError, accumulate_gradients, apply_update
 from smallgpt.train.trainer import Trainer, TrainerCallback
 
 from tests.train_helpers import (
@@ -93,6 +93,50 @@ class SignalAt(TrainerCallback):
     def on_step_end(self, trainer, result) -> None:
         if result.step == self.step:
             os.kill(os.getpid(), self.signum)
+
+
+def _one_update(skipped: bool, loss: float, scale: float | None):
+    """A linear layer after one backward pass and `apply_update`, with its SGD reference."""
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(3, 2)
+    before = [p.detach().clone() for p in layer.parameters()]
+    optimizer = torch.optim.SGD(layer.parameters(), lr=0.5)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.1**step)
+    scaler = None if scale is None else torch.amp.GradScaler("cpu", init_scale=scale)
+    out = layer(torch.randn(4, 3)).square().sum()
+    (out if scaler is None else scaler.scale(out)).backward()
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    expected = [p.detach() - 0.5 * p.grad for p in layer.parameters()]  # one plain SGD step
+    failure = apply_update(optimizer, scheduler, scaler, skipped=skipped, loss=loss)
+    after = list(layer.parameters())
+    assert all(p.grad is None for p in after)  # cleared either way
+    return failure, before, after, expected, optimizer.param_groups[0]["lr"]
+
+
+@pytest.mark.parametrize("scale", [None, 4.0])
+def test_apply_update_steps_the_optimizer_and_the_schedule(scale):
+    failure, _, after, expected, lr = _one_update(skipped=False, loss=1.0, scale=scale)
+    assert failure is False and lr == pytest.approx(0.05)
+    for param, reference in zip(after, expected, strict=True):
+        torch.testing.assert_close(param.detach(), reference)
+
+
+@pytest.mark.parametrize(
+    ("loss", "scale", "counts"),
+    [
+        (math.nan, None, True),
+        (math.inf, None, True),
+        (1.0, 4.0, False),  # finite loss, gradients overflowed at a scale > 1: the scaler's job
+        (1.0, 1.0, True),  # ... but not once the scale is down to 1
+        (math.nan, 4.0, True),
+    ],
+)
+def test_a_skipped_update_changes_nothing_and_says_whether_it_counts(loss, scale, counts):
+    failure, before, after, _, lr = _one_update(skipped=True, loss=loss, scale=scale)
+    assert failure is counts and lr == 0.5  # the schedule did not advance
+    for param, original in zip(after, before, strict=True):
+        assert torch.equal(param.detach(), original)
 
 
 def test_resume_after_sigterm_gives_bit_identical_losses(shards, tmp_path):

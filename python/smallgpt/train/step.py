@@ -1,9 +1,10 @@
-"""The step maths: gradients accumulated over micro-batches, exact whatever the split, and the
-error a run of non-finite steps ends in."""
+"""The step maths: gradients accumulated over micro-batches, exact whatever the split; the
+update (or its skipping); and the error a run of non-finite steps ends in."""
 
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -52,3 +53,34 @@ def accumulate_gradients(
             (scaler.scale(scaled) if scaler is not None else scaled).backward()
         loss_sum += loss.detach().float()
     return loss_sum
+
+
+def apply_update(
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler | None,
+    *,
+    skipped: bool,
+    loss: float,
+) -> bool:
+    """Step the optimizer (through `scaler`) and the schedule unless the step is `skipped` (a
+    non-finite loss or gradient), update the loss scale, clear the gradients.
+
+    Returns whether a skipped step counts as a failure towards train.max_nonfinite_steps: with
+    fp16 loss scaling, overflowing gradients at a large scale are expected (the scaler lowers
+    the scale), so they count only once the scale reaches 1. An update returns False.
+    """
+    failure = False
+    if not skipped:
+        if scaler is not None:
+            scaler.step(optimizer)
+        else:
+            optimizer.step()
+        scheduler.step()
+    else:
+        overflow = scaler is not None and math.isfinite(loss) and scaler.get_scale() > 1
+        failure = not overflow
+    if scaler is not None:
+        scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return failure

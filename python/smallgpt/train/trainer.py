@@ -54,7 +54,7 @@ from smallgpt.train.plot import plot_loss_curves
 from smallgpt.train.progress import StepLog, open_progress_bar
 from smallgpt.train.resume import checkpoint_at_or_before, load_for_resume, resolve_resume
 from smallgpt.train.runtime import Runtime, resolve_runtime, seed_everything
-from smallgpt.train.step import TrainingDivergedError, accumulate_gradients
+from smallgpt.train.step import TrainingDivergedError, accumulate_gradients, apply_update
 from smallgpt.train.stopping import StopControl
 from smallgpt.train.validation import evaluate_windows, sample_texts
 
@@ -250,28 +250,15 @@ class Trainer:
         return StepResult(self.step, loss_value, norm_value, lr, int(tokens), skipped)
 
     def _apply_update(self, skipped: bool, loss_value: float) -> None:
-        if not skipped:
-            if self.scaler is not None:
-                self.scaler.step(self.optimizer)
-            else:
-                self.optimizer.step()
-            self.scheduler.step()
+        failure = apply_update(
+            self.optimizer, self.scheduler, self.scaler, skipped=skipped, loss=loss_value
+        )
+        if skipped:
+            self.skipped_steps += 1
+            self.consecutive_nonfinite += int(failure)
+        else:
             self.step += 1
             self.consecutive_nonfinite = 0
-        else:
-            self.skipped_steps += 1
-            # With fp16 loss scaling, overflowing gradients at a large scale are expected: the
-            # scaler lowers the scale. They count as failures only once the scale reaches 1.
-            scaler_overflow = (
-                self.scaler is not None
-                and math.isfinite(loss_value)
-                and self.scaler.get_scale() > 1
-            )
-            if not scaler_overflow:
-                self.consecutive_nonfinite += 1
-        if self.scaler is not None:
-            self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
         limit = self.cfg.train.max_nonfinite_steps
         if self.consecutive_nonfinite >= limit:
             raise TrainingDivergedError(
