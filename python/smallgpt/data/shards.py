@@ -131,6 +131,11 @@ def _why_not_resume(saved: Any, header: dict, out: Path, itemsize: int) -> str |
     sizes["pending"] = state["pending_tokens"]
     for name, tokens in sizes.items():
         path = out / (_PENDING if name == "pending" else f"{name}.bin.partial")
+        if state.get("finished"):
+            if name == "pending":
+                continue  # not needed any more
+            if not path.is_file():
+                path = out / f"{name}.bin"
         if not path.is_file() or path.stat().st_size < tokens * itemsize:
             return f"{path.name} is missing or shorter than the saved state says"
     return None
@@ -322,30 +327,41 @@ def prepare_shards(
     }
     itemsize = tokenizer.token_dtype.itemsize
     state = _start_state(out, header, sources, itemsize, log)
-    work = _Preparation(tokenizer, sources, out, header, state, val_fraction, split_seed)
-    pattern = tokenizer.pattern_name
+    if not state.get("finished"):
+        work = _Preparation(tokenizer, sources, out, header, state, val_fraction, split_seed)
+        try:
+            _encode_all(work, text_field, skip_bad_records, show_progress)
+        finally:
+            work.close()
+        # All tokens are written: a run killed while renaming the files finishes them.
+        state["finished"] = True
+        _write_json_atomic(out / STATE_FILE, {**header, "state": state})
+    return _finish(tokenizer, sources, out, header, state, val_fraction, log)
+
+
+def _encode_all(
+    work: _Preparation, text_field: str, skip_bad_records: bool, show_progress: bool
+) -> None:
+    """Read the corpus in chunks and encode those after the last completed one."""
+    pattern = work.tokenizer.pattern_name
     chunks = read_chunks(
-        sources,
+        work.sources,
         chunk_chars=_CHUNK_CHARS,
         piece_chars=_PIECE_CHARS,
         cut=lambda text: _bpe.safe_cut(text, pattern),
         text_field=text_field,
         skip_bad_records=skip_bad_records,
     )
-    total = sum(s.size() for s in sources) or None
+    total = sum(s.size() for s in work.sources) or None
     with tqdm(
         total=total, unit="B", unit_scale=True, desc="prepare", disable=not show_progress
     ) as bar:
-        try:
-            for chunk in chunks:
-                if chunk.index >= state["chunks_done"]:
-                    work.encode(chunk)
-                bar.update(chunk.bytes_done - bar.n)
-                bar.set_postfix(documents=chunk.documents, refresh=False)
-            bar.update((total or bar.n) - bar.n)  # the last chunk closes before its file ends
-        finally:
-            work.close()
-    return _finish(tokenizer, sources, out, header, state, val_fraction, log)
+        for chunk in chunks:
+            if chunk.index >= work.state["chunks_done"]:
+                work.encode(chunk)
+            bar.update(chunk.bytes_done - bar.n)
+            bar.set_postfix(documents=chunk.documents, refresh=False)
+        bar.update((total or bar.n) - bar.n)  # the last chunk closes before its file ends
 
 
 def _finish(
@@ -360,7 +376,9 @@ def _finish(
     """Rename the partial files into place and write meta.json last."""
     splits = {}
     for name in SPLITS:
-        os.replace(out / f"{name}.bin.partial", out / f"{name}.bin")
+        partial = out / f"{name}.bin.partial"
+        if partial.exists():  # (a resumed run may find it renamed already)
+            os.replace(partial, out / f"{name}.bin")
         splits[name] = {"file": f"{name}.bin", **state["splits"][name]}
     if val_fraction > 0 and splits["val"]["tokens"] == 0:
         log(f"val_fraction={val_fraction} held out no document: the validation split is empty")
