@@ -139,6 +139,10 @@ pub struct Encoder {
     pairs: FxHashMap<PairKey, u32>,
     /// Id of each single byte.
     byte_ids: [u32; 256],
+    /// `byte_pairs[a << 8 | b]`: the id of the two-byte token `[a, b]`, or NO_RANK. Every merge
+    /// starts from single bytes, so its first ranks come from this 256 KiB table instead of
+    /// the large pair map.
+    byte_pairs: Box<[u32]>,
     /// Bytes of every id (regular and special): `bytes[offsets[id]..offsets[id + 1]]`.
     bytes: Vec<u8>,
     offsets: Vec<usize>,
@@ -167,7 +171,7 @@ struct RecentTokens {
 impl RecentTokens {
     /// A cache for about `len` bytes of text: no larger than they can fill, at most 4096 entries.
     fn for_text_len(len: usize) -> RecentTokens {
-        let size = (len / 16).clamp(16, 4096).next_power_of_two();
+        let size = (len / 16).clamp(16, 1 << 14).next_power_of_two();
         RecentTokens {
             keys: vec![0; size],
             ids: vec![0; size],
@@ -256,6 +260,13 @@ impl Encoder {
         for (b, slot) in byte_ids.iter_mut().enumerate() {
             *slot = token_ids.get(&[b as u8][..]).copied().unwrap_or(b as u32);
         }
+        let mut byte_pairs = vec![NO_RANK; 1 << 16].into_boxed_slice();
+        for (pair, slot) in byte_pairs.iter_mut().enumerate() {
+            let bytes = [(pair >> 8) as u8, pair as u8];
+            if let Some(&id) = token_ids.get(&bytes[..]) {
+                *slot = id;
+            }
+        }
         let size = vocab.vocab_size();
         let mut by_id: Vec<&[u8]> = vec![&[]; size];
         for (id, token) in vocab.tokens.iter().enumerate() {
@@ -279,6 +290,7 @@ impl Encoder {
             short_ids,
             pairs,
             byte_ids,
+            byte_pairs,
             bytes,
             offsets,
             specials: vocab.specials.clone(),
@@ -570,6 +582,13 @@ impl Encoder {
             .unwrap_or(NO_RANK)
     }
 
+    /// `rank(byte_ids[a], byte_ids[b])`: the pair of two single bytes merges into the token of
+    /// their two bytes, if there is one.
+    #[inline(always)]
+    fn byte_pair_rank(&self, a: u8, b: u8) -> u32 {
+        self.byte_pairs[(a as usize) << 8 | b as usize]
+    }
+
     /// tiktoken's loop: find the lowest-ranked adjacent pair, merge it, update its neighbours.
     fn merge_short(&self, piece: &[u8], out: &mut Vec<u32>, scratch: &mut Scratch) {
         let ids = &mut scratch.ids;
@@ -577,7 +596,7 @@ impl Encoder {
         ids.clear();
         ids.extend(piece.iter().map(|&b| self.byte_ids[b as usize]));
         ranks.clear();
-        ranks.extend(ids.windows(2).map(|w| self.rank(w[0], w[1])));
+        ranks.extend(piece.windows(2).map(|w| self.byte_pair_rank(w[0], w[1])));
         loop {
             let mut best = NO_RANK;
             let mut at = 0;
@@ -625,7 +644,7 @@ impl Encoder {
         heap.clear();
         let entry = |rank: u32, pos: usize| Reverse(((rank as u64) << 32) | pos as u64);
         for i in 0..n - 1 {
-            let r = self.rank(ids[i], ids[i + 1]);
+            let r = self.byte_pair_rank(piece[i], piece[i + 1]);
             if r != NO_RANK {
                 heap.push(entry(r, i));
             }
