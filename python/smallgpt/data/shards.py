@@ -17,7 +17,7 @@ from tqdm import tqdm
 from smallgpt import _bpe
 from smallgpt.checkpoint.store import sha256_file
 from smallgpt.corpus.chunks import Chunk, read_chunks
-from smallgpt.corpus.sources import Source, resolve_sources
+from smallgpt.corpus.sources import Piece, Source, resolve_sources
 
 SHARD_FORMAT = "smallgpt-token-shards"
 SHARD_VERSION = 1
@@ -60,33 +60,54 @@ def held_out(seed: int, source: int, documents: np.ndarray, val_fraction: float)
 
 
 class _TokenFile:
-    """A `.partial` token file open for appending; counts its tokens, text bytes and documents."""
+    """A `.partial` token file open for appending; counts its tokens, text bytes and documents.
 
-    def __init__(self, path: Path, dtype: np.dtype, byte_lengths: np.ndarray, state: dict) -> None:
-        self.path, self.dtype, self.byte_lengths, self.state = path, dtype, byte_lengths, state
+    Documents of a chunk are gathered as one list of ids (`add`) and written with one array
+    conversion (`flush`): per-document numpy calls would cost more than the encoding."""
+
+    def __init__(
+        self, path: Path, dtype: np.dtype, byte_lengths: np.ndarray, eos: int, state: dict
+    ) -> None:
+        self.path, self.dtype, self.byte_lengths, self.eos = path, dtype, byte_lengths, eos
+        self.state = state
         self.file = path.open("r+b")
         self.file.truncate(state["tokens"] * dtype.itemsize)
         self.file.seek(0, os.SEEK_END)
+        self.buffer: list[int] = []
 
-    def append(self, ids: np.ndarray, eos: int | None = None) -> None:
-        """Write `ids` (then `eos`, which ends a document, if given)."""
-        if len(ids):
-            ids.astype(self.dtype, copy=False).tofile(self.file)
-            self.state["tokens"] += len(ids)
-            self.state["text_bytes"] += int(self.byte_lengths[ids].sum())
-        if eos is not None:
-            np.array([eos], dtype=self.dtype).tofile(self.file)
-            self.state["tokens"] += 1
-            self.state["documents"] += 1
+    def add(self, ids: list[int] | np.ndarray) -> None:
+        """Queue a document (`ids`, non-empty) and the `eos` that ends it; an array is
+        written at once (after what is queued)."""
+        if isinstance(ids, np.ndarray):
+            self.flush()
+            self._write(ids)
+        else:
+            self.buffer += ids
+        self.buffer.append(self.eos)
+        self.state["documents"] += 1
 
-    def copy_from(self, tokens: np.ndarray, lo: int, hi: int, eos: int) -> None:
-        """Append tokens[lo:hi] and `eos` in bounded steps (nothing when lo == hi)."""
+    def flush(self) -> None:
+        """Write the queued ids (special tokens such as eos count no text bytes)."""
+        if self.buffer:
+            self._write(np.array(self.buffer, dtype=self.dtype))
+            self.buffer = []
+
+    def _write(self, ids: np.ndarray) -> None:
+        ids.tofile(self.file)
+        self.state["tokens"] += len(ids)
+        self.state["text_bytes"] += int(self.byte_lengths[ids].sum())
+
+    def copy_from(self, tokens: np.ndarray, lo: int, hi: int) -> None:
+        """Append the document tokens[lo:hi] and eos in bounded steps (nothing when lo == hi)."""
+        self.flush()
         for start in range(lo, hi, _COPY_CHUNK):
-            self.append(np.array(tokens[start : min(start + _COPY_CHUNK, hi)]))
+            self._write(np.array(tokens[start : min(start + _COPY_CHUNK, hi)]))
         if hi > lo:
-            self.append(tokens[:0], eos)
+            self.add([])
+            self.flush()
 
     def sync(self) -> None:
+        self.flush()
         self.file.flush()
         os.fsync(self.file.fileno())
 
@@ -184,7 +205,11 @@ class _Preparation:
         byte_lengths = tokenizer.token_byte_lengths()
         self.splits = {
             name: _TokenFile(
-                out / f"{name}.bin.partial", self.dtype, byte_lengths, state["splits"][name]
+                out / f"{name}.bin.partial",
+                self.dtype,
+                byte_lengths,
+                self.eos,
+                state["splits"][name],
             )
             for name in SPLITS
         }
@@ -194,12 +219,11 @@ class _Preparation:
 
     def _split_whole(self, ids: np.ndarray) -> None:
         """A text file's document: its last val_fraction of tokens (rounded up) go to val."""
-        num_val = math.ceil(len(ids) * self.val_fraction)
-        cut = len(ids) - num_val
+        cut = len(ids) - math.ceil(len(ids) * self.val_fraction)
         if cut:
-            self.splits["train"].append(ids[:cut], self.eos)
-        if num_val:
-            self.splits["val"].append(ids[cut:], self.eos)
+            self.splits["train"].add(ids[:cut])
+        if cut < len(ids):
+            self.splits["val"].add(ids[cut:])
 
     def _split_pending(self) -> None:
         """The same for a document gathered in the pending file, copied in bounded steps."""
@@ -208,29 +232,44 @@ class _Preparation:
         if total:
             tokens = np.memmap(self.pending.name, dtype=self.dtype, mode="r", shape=(total,))
             cut = total - math.ceil(total * self.val_fraction)
-            self.splits["train"].copy_from(tokens, 0, cut, self.eos)
-            self.splits["val"].copy_from(tokens, cut, total, self.eos)
+            self.splits["train"].copy_from(tokens, 0, cut)
+            self.splits["val"].copy_from(tokens, cut, total)
             del tokens
         self.state["pending_tokens"] = 0
+
+    def _held_out(self, pieces: list[Piece]) -> list[bool]:
+        """For each piece: is it a record held out for validation (`held_out`)?"""
+        to_val = np.zeros(len(pieces), dtype=bool)
+        by_source: dict[int, list[int]] = {}
+        for i, piece in enumerate(pieces):
+            if not self.sources[piece.source].single_document:
+                by_source.setdefault(piece.source, []).append(i)
+        for source, mine in by_source.items():
+            numbers = np.array([pieces[i].document for i in mine], dtype=np.uint64)
+            to_val[mine] = held_out(self.seed, source, numbers, self.val_fraction)
+        return to_val.tolist()
 
     def encode(self, chunk: Chunk) -> None:
         """Encode and place every piece of `chunk`, then commit."""
         pieces = chunk.pieces
-        encoded = self.tokenizer.encode_batch([p.text for p in pieces])
-        records = [i for i, p in enumerate(pieces) if not self.sources[p.source].single_document]
-        to_val = np.zeros(len(pieces), dtype=bool)
-        for source in {pieces[i].source for i in records}:
-            mine = [i for i in records if pieces[i].source == source]
-            numbers = np.array([pieces[i].document for i in mine], dtype=np.uint64)
-            to_val[mine] = held_out(self.seed, source, numbers, self.val_fraction)
-        for index, (piece, ids_list) in enumerate(zip(pieces, encoded, strict=True)):
-            ids = np.fromiter(ids_list, dtype=self.dtype, count=len(ids_list))
+        # Records as one batch (lists of ids), a text file's pieces straight into arrays (the
+        # encoder parallelises within each), so no Python ints are made for them.
+        texts = [i for i, p in enumerate(pieces) if self.sources[p.source].single_document]
+        encoded: list[Any] = [None] * len(pieces)
+        for i in texts:
+            encoded[i] = self.tokenizer.encode_to_numpy(pieces[i].text)
+        records = [i for i, p in enumerate(pieces) if encoded[i] is None]
+        batch = self.tokenizer.encode_batch([pieces[i].text for i in records])
+        for i, ids in zip(records, batch, strict=True):
+            encoded[i] = ids
+        train, val = self.splits["train"], self.splits["val"]
+        for piece, ids, to_val in zip(pieces, encoded, self._held_out(pieces), strict=True):
             counts = self.state["sources"][piece.source]
             counts["tokens"] += len(ids)
             counts["documents"] += piece.last
             if not self.sources[piece.source].single_document:
                 if len(ids):
-                    self.splits["val" if to_val[index] else "train"].append(ids, self.eos)
+                    (val if to_val else train).add(ids)
             elif piece.first and piece.last:
                 self._split_whole(ids)
             else:
