@@ -143,7 +143,13 @@ def _runs_everywhere(size: int) -> str:
     multibyte letters), whitespace run or emoji run: wherever a part of it is meant to end,
     the cut has to move to a safe place."""
     rng = random.Random(size)
-    runs = ["naïveté中" * 40, " \t\u3000 " * 50 + "\n", "😀👍🏽🇫🇷" * 30, " 1234567" * 20, "'ll'S" * 30]
+    runs = [
+        "naïveté中" * 40,
+        " \t\u3000 " * 50 + "\n",
+        "😀👍🏽🇫🇷" * 30,
+        " 1234567" * 20,
+        "'ll'S" * 30,
+    ]
     text: list[str] = []
     while sum(map(len, text)) * 2 < size:
         text.append(rng.choice(runs))
