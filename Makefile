@@ -11,7 +11,7 @@ WHEEL_DIR := target/wheels
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 
-.PHONY: demo test wheel install install-test bench gpu-check lint clean
+.PHONY: demo test wheel install install-test bench gpu-check kernel-report lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,14 @@ bench: install-test
 # `make gpu-check PY=python3` runs another interpreter's installed smallgpt.
 gpu-check:
 	$(PY) -m smallgpt.gpu_check --out gpu_check
+
+# Compiles every kernel's autotune candidates for sm_80, sm_86, sm_89 and sm_90 without a GPU (about
+# 45 minutes on 2 busy cores; KERNEL_JOBS processes) into the committed report that
+# tests/test_kernels_compile.py checks: rerun it after changing a kernel or its candidate lists.
+KERNEL_JOBS ?= 1
+kernel-report:
+	env -u TRITON_INTERPRET $(PY) -m smallgpt.kernels.check --compile-only \
+		--report benches/kernel_report.json --jobs $(KERNEL_JOBS)
 
 lint: $(PY)
 	$(PY) -m pip install --quiet ruff pytest

@@ -32,34 +32,89 @@ LN2 = tl.constexpr(0.6931471805599453)
 # Forward and dQ programs own a query tile (BLOCK_M) and walk key tiles (BLOCK_N); dK/dV programs
 # own a key tile and walk query tiles. The owned tile must be a multiple of the walked one.
 # Each shape is (owned tile, walked tile, warps, stages).
-if interpreting():
-    # The interpreter runs programs one after another in Python: no tuning, and tiles that still
-    # split a 77-token sequence into several blocks so that every loop phase is exercised.
-    FWD_SHAPES = [(32, 16, 4, 1)]
-    BWD_KV_SHAPES = [(32, 16, 4, 1)]
-    BWD_Q_SHAPES = [(32, 16, 4, 1)]
-else:
-    # Candidates that compile without register spills for head_dim 64 on sm_90 (cuobjdump
-    # -res-usage), each list keeping spill-free ones with dropout too; autotuning picks per shape.
-    FWD_SHAPES = [
-        (128, 64, 4, 3),
-        (128, 64, 8, 3),
-        (128, 128, 8, 3),
-        (64, 64, 4, 3),
-        (64, 32, 4, 3),
-    ]
-    BWD_KV_SHAPES = [(128, 32, 8, 3), (128, 64, 8, 3), (64, 32, 4, 3), (64, 32, 8, 3)]
-    BWD_Q_SHAPES = [(128, 32, 8, 3), (128, 64, 8, 3), (64, 32, 4, 3), (64, 64, 4, 3)]
+Shape = tuple[int, int, int, int]
 QUERY_OWNED = ("BLOCK_M", "BLOCK_N")
 KEY_OWNED = ("BLOCK_N", "BLOCK_M")
+# the tunable kernels, by their name in the compile report, and the tiles they own and walk
+TILE_NAMES: dict[str, tuple[str, str]] = {
+    "attention_forward": QUERY_OWNED,
+    "attention_backward_kv": KEY_OWNED,
+    "attention_backward_q": QUERY_OWNED,
+}
+# Autotune candidates per architecture class and kernel ("_dropout": with the keep-bits, which cost
+# registers). Every one compiles without register spills and within its class's shared memory at
+# every head dim, in fp16 and bf16 (`make kernel-report` compiles them for sm_80, sm_86, sm_89 and
+# sm_90 into benches/kernel_report.json; tests/test_kernels_compile.py checks it). "sm_90" serves
+# compute capability 9.x (227 KB of shared memory per block); "sm_80" every other one, so its
+# candidates fit sm_86/sm_89's 99 KB, which newer consumer GPUs share.
+CANDIDATES: dict[str, dict[str, list[Shape]]] = {
+    "sm_80": {
+        "attention_forward": [(128, 64, 8, 3), (64, 32, 4, 3)],
+        "attention_forward_dropout": [(64, 32, 8, 3), (32, 32, 4, 2)],
+        "attention_backward_kv": [(64, 32, 8, 3), (32, 32, 4, 2)],
+        "attention_backward_kv_dropout": [(32, 32, 4, 2)],
+        "attention_backward_q": [(64, 32, 8, 3), (32, 32, 4, 2)],
+        "attention_backward_q_dropout": [(64, 32, 8, 3), (32, 32, 4, 2)],
+    },
+    "sm_90": {
+        "attention_forward": [(128, 64, 8, 3), (64, 64, 4, 3)],
+        "attention_forward_dropout": [(64, 32, 8, 3), (32, 32, 4, 2)],
+        "attention_backward_kv": [(128, 32, 8, 3), (64, 32, 8, 3)],
+        "attention_backward_kv_dropout": [(32, 32, 4, 2)],
+        "attention_backward_q": [(128, 32, 8, 3), (64, 32, 8, 3)],
+        "attention_backward_q_dropout": [(128, 32, 8, 3), (64, 32, 8, 3)],
+    },
+}
+# The interpreter runs programs one after another in Python: no tuning, and tiles that still split a
+# 77-token sequence into several blocks so that every loop phase is exercised.
+_INTERPRETER_SHAPES: list[Shape] = [(32, 16, 4, 1)]
 
 
-def configs(names: tuple[str, str], shapes: list[tuple[int, int, int, int]]) -> list:
+def arch_class(capability: tuple[int, int]) -> str:
+    """The key of CANDIDATES serving a device of compute capability `capability`."""
+    return "sm_90" if capability[0] == 9 else "sm_80"
+
+
+def candidates(kernel: str, capability: tuple[int, int]) -> list[Shape]:
+    """The autotune candidates of `kernel` (a CANDIDATES kernel name) on that compute capability."""
+    if interpreting():
+        return _INTERPRETER_SHAPES
+    return CANDIDATES[arch_class(capability)][kernel]
+
+
+def configs(names: tuple[str, str], shapes: list[Shape]) -> list:
     """(owned tile, walked tile, warps, stages) shapes -> autotune configs naming the tiles `names`."""
     return [
         triton.Config({names[0]: a, names[1]: b}, num_warps=w, num_stages=s)
         for a, b, w, s in shapes
     ]
+
+
+def _tuning(kernel: str) -> dict:
+    """`triton.autotune` arguments for `kernel`: every class's candidates, pruned at launch to
+    those of the launching device's class and dropout setting."""
+    names = TILE_NAMES[kernel]
+    if interpreting():
+        shapes = _INTERPRETER_SHAPES
+    else:
+        variants = (kernel, kernel + "_dropout")
+        shapes = sorted({s for lists in CANDIDATES.values() for k in variants for s in lists[k]})
+
+    def prune(all_configs: list, named_args: dict, **kwargs) -> list:
+        name = kernel + ("_dropout" if kwargs["DROPOUT"] else "")
+        device = kwargs["Q"].device
+        allowed = candidates(name, torch.cuda.get_device_capability(device))
+        return [
+            c
+            for c in all_configs
+            if (c.kwargs[names[0]], c.kwargs[names[1]], c.num_warps, c.num_stages) in allowed
+        ]
+
+    return {
+        "configs": configs(names, shapes),
+        "key": _KEY,
+        "prune_configs_by": {"early_config_prune": prune},
+    }
 
 
 # rows per program of the delta pass (no tiles walked, nothing to tune)
@@ -229,7 +284,7 @@ def _query_block(
     return bh, in_off, out_off, offs_m, q, 0, 0, c, d
 
 
-@triton.autotune(configs=configs(QUERY_OWNED, FWD_SHAPES), key=_KEY)
+@triton.autotune(**_tuning("attention_forward"))
 @triton.jit
 def _attn_fwd_kernel(
     Q, K, V, O, LSE, SEED,
@@ -289,7 +344,7 @@ def _attn_bwd_delta_kernel(
     tl.store(DELTA + bh * T + offs_m, delta, mask=offs_m < T)
 
 
-@triton.autotune(configs=configs(KEY_OWNED, BWD_KV_SHAPES), key=_KEY)
+@triton.autotune(**_tuning("attention_backward_kv"))
 @triton.jit
 def _attn_bwd_kv_kernel(
     Q, K, V, DO, DK, DV, LSE, DELTA, SEED,
@@ -345,7 +400,7 @@ def _attn_bwd_kv_kernel(
     _store_rows(DV + out_off, offs_n, stride_ot, T, dv, HEAD_DIM, WIDE)
 
 
-@triton.autotune(configs=configs(QUERY_OWNED, BWD_Q_SHAPES), key=_KEY)
+@triton.autotune(**_tuning("attention_backward_q"))
 @triton.jit
 def _attn_bwd_q_kernel(
     Q, K, V, DO, DQ, LSE, DELTA, SEED,

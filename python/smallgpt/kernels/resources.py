@@ -10,6 +10,7 @@ Importing this module imports triton in compiler mode: do not import it under TR
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import subprocess
@@ -17,6 +18,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import triton
 from triton.backends.compiler import GPUTarget
@@ -34,8 +36,14 @@ SHARED_LIMITS: dict[str, int] = {
     "sm_90": 227 * 1024,
 }
 DTYPES: tuple[str, ...] = ("fp16", "bf16")
+TRITON_VERSION: str = triton.__version__
 _REGISTERS = 255  # per thread on every architecture above
 _ALIGNED = 16  # Triton specialises pointers and integers divisible by 16, as real launches have
+# The files that decide what the report compiles, relative to the repository's python/ folder.
+SOURCES: tuple[str, ...] = tuple(
+    f"smallgpt/kernels/{name}.py"
+    for name in ("_attention_triton", "_cross_entropy_triton", "_support", "resources")
+)
 
 
 @dataclass(frozen=True)
@@ -76,12 +84,19 @@ def _is_pointer(name: str) -> bool:
     return name.isupper() and name not in {"H", "T", "SEQ_BUCKET"}
 
 
+def sources_sha256() -> dict[str, str]:
+    """sha256 of each of SOURCES: a report made from other sources is stale."""
+    root = Path(__file__).resolve().parents[2]
+    return {name: hashlib.sha256((root / name).read_bytes()).hexdigest() for name in SOURCES}
+
+
 def _attention_jobs(arch: str, dtype: str) -> Iterator[Job]:
-    kernels = [
-        ("attention_forward", "_attn_fwd_kernel", attn.QUERY_OWNED, attn.FWD_SHAPES),
-        ("attention_backward_kv", "_attn_bwd_kv_kernel", attn.KEY_OWNED, attn.BWD_KV_SHAPES),
-        ("attention_backward_q", "_attn_bwd_q_kernel", attn.QUERY_OWNED, attn.BWD_Q_SHAPES),
-    ]
+    capability = divmod(int(arch.removeprefix("sm_")), 10)
+    fn_names = {
+        "attention_forward": "_attn_fwd_kernel",
+        "attention_backward_kv": "_attn_bwd_kv_kernel",
+        "attention_backward_q": "_attn_bwd_q_kernel",
+    }
     for head_dim in SUPPORTED_HEAD_DIMS:
         yield Job(
             "attention_backward_delta", head_dim, dtype, arch,
@@ -89,17 +104,18 @@ def _attention_jobs(arch: str, dtype: str) -> Iterator[Job]:
             "_attn_bwd_delta_kernel", {"HEAD_DIM": head_dim, "BLOCK_M": attn.DELTA_BLOCK}, 4, 3,
         )  # fmt: skip
         for dropout in (False, True):
-            for name, fn_name, names, shapes in kernels:
-                for owned, walked, warps, stages in shapes:
+            for kernel, names in attn.TILE_NAMES.items():
+                name = kernel + ("_dropout" if dropout else "")
+                for owned, walked, warps, stages in attn.candidates(name, capability):
                     tiles = {names[0]: owned, names[1]: walked}
                     constexprs = {
                         "HEAD_DIM": head_dim, "CAUSAL": True, "DROPOUT": dropout,
                         "PRECISION": "tf32", "WIDE": False, **tiles,
                     }  # fmt: skip
                     yield Job(
-                        name + ("_dropout" if dropout else ""), head_dim, dtype, arch,
+                        name, head_dim, dtype, arch,
                         {**tiles, "num_warps": warps, "num_stages": stages},
-                        fn_name, constexprs, warps, stages,
+                        fn_names[kernel], constexprs, warps, stages,
                     )  # fmt: skip
 
 
