@@ -346,7 +346,7 @@ def test_prepared_shards_are_reused_until_their_inputs_change(tmp_path):
     )
     with pytest.raises(ValueError, match="not the tokenizer the shards"):
         prepare_data(mismatched, tmp_path / "other", show_progress=False)
-    with pytest.raises(FileNotFoundError, match=r"data.text_files\[0\]: no such file"):
+    with pytest.raises(FileNotFoundError, match=r"data.text_files\[0\]: .*not found: missing.txt"):
         prepare_data(DataSection(text_files=["missing.txt"]), tmp_path / "x", show_progress=False)
 
 
