@@ -8,6 +8,7 @@ import math
 import os
 import sys
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -62,34 +63,28 @@ def held_out(seed: int, source: int, documents: np.ndarray, val_fraction: float)
 class _TokenFile:
     """A `.partial` token file open for appending; counts its tokens, text bytes and documents.
 
-    Documents of a chunk are gathered as one list of ids (`add`) and written with one array
-    conversion (`flush`): per-document numpy calls would cost more than the encoding."""
+    A chunk's documents are queued (`add`) and written with one concatenation (`flush`)."""
 
     def __init__(
         self, path: Path, dtype: np.dtype, byte_lengths: np.ndarray, eos: int, state: dict
     ) -> None:
-        self.path, self.dtype, self.byte_lengths, self.eos = path, dtype, byte_lengths, eos
+        self.path, self.dtype, self.byte_lengths = path, dtype, byte_lengths
+        self.eos = np.array([eos], dtype=dtype)
         self.state = state
         self.file = path.open("r+b")
         self.file.truncate(state["tokens"] * dtype.itemsize)
         self.file.seek(0, os.SEEK_END)
-        self.buffer: list[int] = []
+        self.buffer: list[np.ndarray] = []
 
-    def add(self, ids: list[int] | np.ndarray) -> None:
-        """Queue a document (`ids`, non-empty) and the `eos` that ends it; an array is
-        written at once (after what is queued)."""
-        if isinstance(ids, np.ndarray):
-            self.flush()
-            self._write(ids)
-        else:
-            self.buffer += ids
-        self.buffer.append(self.eos)
+    def add(self, ids: np.ndarray) -> None:
+        """Queue a document's ids and the `eos` that ends it."""
+        self.buffer += (ids, self.eos)
         self.state["documents"] += 1
 
     def flush(self) -> None:
         """Write the queued ids (special tokens such as eos count no text bytes)."""
         if self.buffer:
-            self._write(np.array(self.buffer, dtype=self.dtype))
+            self._write(np.concatenate(self.buffer))
             self.buffer = []
 
     def _write(self, ids: np.ndarray) -> None:
@@ -103,7 +98,7 @@ class _TokenFile:
         for start in range(lo, hi, _COPY_CHUNK):
             self._write(np.array(tokens[start : min(start + _COPY_CHUNK, hi)]))
         if hi > lo:
-            self.add([])
+            self.add(tokens[:0])
             self.flush()
 
     def sync(self) -> None:
@@ -216,6 +211,8 @@ class _Preparation:
         self.pending = (out / _PENDING).open("r+b")
         self.pending.truncate(state["pending_tokens"] * self.dtype.itemsize)
         self.pending.seek(0, os.SEEK_END)
+        self.workers = os.cpu_count() or 1
+        self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="smallgpt-encode")
 
     def _split_whole(self, ids: np.ndarray) -> None:
         """A text file's document: its last val_fraction of tokens (rounded up) go to val."""
@@ -249,19 +246,30 @@ class _Preparation:
             to_val[mine] = held_out(self.seed, source, numbers, self.val_fraction)
         return to_val.tolist()
 
+    def _encode(self, texts: list[str]) -> list[np.ndarray]:
+        """The ids of each text, encoded straight into arrays on all cores.
+
+        Groups of consecutive texts go to a pool of Python threads that call the encoder,
+        which releases the GIL: each thread encodes its own texts (a text above 2 MB is also
+        split across the encoder's threads), and no Python int is made for any id.
+        """
+        target = max(sum(map(len, texts)) // (4 * self.workers), 1)
+        groups: list[list[str]] = [[]]
+        size = 0
+        for text in texts:
+            groups[-1].append(text)
+            size += len(text)
+            if size >= target:
+                groups.append([])
+                size = 0
+        encode = self.tokenizer.encode_to_numpy
+        done = self.pool.map(lambda group: [encode(t) for t in group], groups)
+        return [ids for group in done for ids in group]
+
     def encode(self, chunk: Chunk) -> None:
         """Encode and place every piece of `chunk`, then commit."""
         pieces = chunk.pieces
-        # Records as one batch (lists of ids), a text file's pieces straight into arrays (the
-        # encoder parallelises within each), so no Python ints are made for them.
-        texts = [i for i, p in enumerate(pieces) if self.sources[p.source].single_document]
-        encoded: list[Any] = [None] * len(pieces)
-        for i in texts:
-            encoded[i] = self.tokenizer.encode_to_numpy(pieces[i].text)
-        records = [i for i, p in enumerate(pieces) if encoded[i] is None]
-        batch = self.tokenizer.encode_batch([pieces[i].text for i in records])
-        for i, ids in zip(records, batch, strict=True):
-            encoded[i] = ids
+        encoded = self._encode([p.text for p in pieces])
         train, val = self.splits["train"], self.splits["val"]
         for piece, ids, to_val in zip(pieces, encoded, self._held_out(pieces), strict=True):
             counts = self.state["sources"][piece.source]
@@ -294,6 +302,7 @@ class _Preparation:
             self.pending.seek(0)
 
     def close(self) -> None:
+        self.pool.shutdown()
         for split in self.splits.values():
             split.file.close()
         self.pending.close()
