@@ -1,7 +1,15 @@
 """SmallGPT speed on CPU at the default 25M-parameter size, each against its peer in the same run.
 
-- generation: KV-cache decoding (`smallgpt.generate`) vs the guide's loop that re-runs the whole
-  sequence for every new token; 256 new tokens, greedy (target: >= 10x).
+- generation: KV-cache decoding (`smallgpt.generate`, greedy, 256 new tokens after a 16-token
+  prompt) vs the guide's loop that re-runs the whole sequence for every new token (target:
+  >= 10x), and vs Hugging Face transformers' `generate` on the same weights exported with
+  `export_hf`, fp32, batch 1 and 8, the same threads (target: >= 1.5x); the tokens are checked
+  identical. The two sides alternate, and each side's fastest round counts: on a shared machine
+  a busy core slows a 2-thread decoding step (~25 small matrix products, each waiting for both
+  threads) far more than one re-run of the whole sequence, so a single round measures the load.
+- reduced precision: `generate(..., dtype="int8")` and "bf16" vs fp32 tokens/s at batch 1
+  (target: >= 1.8x), with the greedy tokens that agree with fp32's and the perplexity change on
+  Tiny Shakespeare's validation text, on a briefly trained model.
 - training step: forward + backward tokens/s vs a plain GPT-2 of the same shape written the
   straightforward way below (explicit masked-softmax attention; target: >= 1.0x).
 """
@@ -18,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from smallgpt.generate.decoding import generate
 from smallgpt.model.gpt import SmallGPT
+from smallgpt.model.hf import export_hf
 from torch import nn
 
 from benches.report import report
@@ -47,16 +56,42 @@ def recompute_loop(model: SmallGPT, prompt: torch.Tensor, new_tokens: int) -> li
     return ids[0, prompt.size(1) :].tolist()
 
 
+def fastest_alternating(
+    sides: dict[str, Callable[[], T]], rounds: int
+) -> dict[str, tuple[T, float]]:
+    """Each side's result and its fastest time over `rounds` rounds that run the sides in turn."""
+    best: dict[str, tuple[T, float]] = {}
+    for _ in range(rounds):
+        for name, side in sides.items():
+            result, seconds = timed(side)
+            if name not in best or seconds < best[name][1]:
+                best[name] = (result, seconds)
+    return best
+
+
+def identical(ours: list[list[int]], theirs: list[list[int]]) -> str:
+    """How many tokens agree position by position, over all sequences: "same/total"."""
+    same = sum(a == b for x, y in zip(ours, theirs) for a, b in zip(x, y))
+    return f"{same}/{sum(len(x) for x in ours)}"
+
+
 def test_generation_kv_cache_vs_recompute(benchmark):
     torch.manual_seed(0)
     model = SmallGPT().eval()
     prompt = torch.randint(0, 10000, (1, PROMPT_TOKENS))
     generate(model, prompt, 8, temperature=0)  # warm-up
-    cached, cached_s = benchmark.pedantic(
-        timed, args=(generate, model, prompt, NEW_TOKENS), kwargs={"temperature": 0}, rounds=1
+    best = fastest_alternating(
+        {
+            "kv cache": lambda: generate(model, prompt, NEW_TOKENS, temperature=0)[0],
+            "recompute loop": lambda: recompute_loop(model, prompt, NEW_TOKENS),
+        },
+        REPEATS,
     )
-    recomputed, recompute_s = timed(recompute_loop, model, prompt, NEW_TOKENS)
-    same = sum(a == b for a, b in zip(cached[0], recomputed))
+    (cached, cached_s), (recomputed, recompute_s) = best["kv cache"], best["recompute loop"]
+    # pytest-benchmark's own columns: one more KV-cache run
+    benchmark.pedantic(
+        generate, args=(model, prompt, NEW_TOKENS), kwargs={"temperature": 0}, rounds=1
+    )
     report(
         benchmark,
         NEW_TOKENS / cached_s,
@@ -64,7 +99,53 @@ def test_generation_kv_cache_vs_recompute(benchmark):
         {"recompute loop": NEW_TOKENS / recompute_s},
         target=">= 10",
         threads=torch.get_num_threads(),
-        identical_tokens=f"{same}/{NEW_TOKENS}",
+        rounds=REPEATS,
+        identical_tokens=identical([cached], [recomputed]),
+    )
+
+
+@pytest.mark.parametrize("batch", [1, 8])
+def test_generation_vs_transformers(benchmark, tmp_path, batch):
+    transformers = pytest.importorskip("transformers", reason="needs the hf extra")
+    torch.manual_seed(0)
+    model = SmallGPT().eval()
+    hf = transformers.GPT2LMHeadModel.from_pretrained(
+        export_hf(model, None, tmp_path / "hf"), dtype=torch.float32
+    ).eval()
+    prompts = torch.randint(0, 10000, (batch, PROMPT_TOKENS))
+
+    def theirs() -> list[list[int]]:
+        with torch.no_grad():
+            out = hf.generate(
+                prompts,
+                attention_mask=torch.ones_like(prompts),
+                max_new_tokens=NEW_TOKENS,
+                min_new_tokens=NEW_TOKENS,
+                do_sample=False,
+                pad_token_id=0,
+            )
+        return out[:, PROMPT_TOKENS:].tolist()
+
+    def ours() -> list[list[int]]:
+        return generate(model, prompts, NEW_TOKENS, temperature=0)
+
+    ours(), theirs()  # warm-up
+    best = fastest_alternating({"smallgpt": ours, "transformers": theirs}, REPEATS)
+    (our_ids, our_s), (their_ids, their_s) = best["smallgpt"], best["transformers"]
+    benchmark.pedantic(ours, rounds=1)
+    tokens = batch * NEW_TOKENS
+    report(
+        benchmark,
+        tokens / our_s,
+        "tok/s",
+        {"transformers generate": tokens / their_s},
+        target=">= 1.5",
+        batch=batch,
+        dtype="fp32",
+        threads=torch.get_num_threads(),
+        rounds=REPEATS,
+        transformers=transformers.__version__,
+        identical_tokens=identical(our_ids, their_ids),
     )
 
 

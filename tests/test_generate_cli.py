@@ -3,6 +3,7 @@ prompts from stdin and files; clear errors for bad checkpoints and foreign token
 
 from __future__ import annotations
 
+import copy
 import io
 import os
 import subprocess
@@ -12,6 +13,7 @@ import pytest
 from smallgpt.checkpoint.store import MODEL_FILE, CheckpointManager
 from smallgpt.generate.cli import main, stream_sample
 from smallgpt.generate.decoding import generate_text
+from smallgpt.model.precision import to_inference_dtype
 
 from tests.eval_helpers import (  # noqa: F401 (one_torch_thread is a fixture)
     one_torch_thread,
@@ -66,6 +68,27 @@ def test_cli_prints_what_generate_text_gives_with_the_same_seed(
     assert code == 0, err
     assert out == expected_text(model, tokenizer, "ROMEO:", seed=5) + "\n"
     assert f"checkpoint {checkpoint}" in err
+
+
+@pytest.mark.parametrize("dtype", ["int8", "bf16"])
+def test_dtype_option_prints_what_generate_text_gives_on_the_converted_model(
+    capsys, checkpoint, model, tokenizer, dtype
+):
+    code, out, err = run_cli(
+        capsys, "--checkpoint", checkpoint, "--prompt", "ROMEO:", "--dtype", dtype,
+        *sampling_args(5),
+    )
+    assert code == 0, err
+    converted = to_inference_dtype(copy.deepcopy(model), dtype)
+    assert out == expected_text(converted, tokenizer, "ROMEO:", seed=5) + "\n"
+    assert f"checkpoint {checkpoint} ({dtype})" in err
+
+
+def test_unknown_dtype_is_refused_naming_the_choices(capsys, checkpoint):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--checkpoint", str(checkpoint), "--dtype", "fp16"])
+    assert exit_info.value.code == 2
+    assert "--dtype: invalid choice: 'fp16'" in capsys.readouterr().err
 
 
 def test_streaming_writes_text_piece_by_piece(model, tokenizer):

@@ -2,13 +2,17 @@
 
     python -m smallgpt.generate --checkpoint runs/demo --prompt "ROMEO:" --max-new-tokens 200 \
         [--temperature 0.8] [--top-k K] [--top-p P] [--seed S] [--num-samples N] [--stream]
+        [--dtype {fp32,bf16,int8,auto}]
 
 Prompts: `--prompt TEXT` (one prompt; `--prompt -` reads it from stdin, one trailing newline
 removed), or `--prompt-file FILE` (one prompt per non-empty line); neither: generate from the
 start of a document. `--checkpoint` takes a checkpoint directory, or a run directory (then its
 best checkpoint, else its newest). With `--stream` each token's text is printed as soon as its
 UTF-8 characters are complete. Sample j of every prompt uses seed S + j, so streamed and
-non-streamed output are the same text, and equal `generate_text(..., seed=S + j)`.
+non-streamed output are the same text, and equal `generate_text(..., seed=S + j)`. `--dtype`
+sets the weights' precision (`smallgpt.model.precision`): fp32 (the default), bf16, int8
+(weight-only, CPU: about a quarter of the bytes per token) or auto (bf16 where the hardware
+multiplies it natively, else fp32).
 """
 
 from __future__ import annotations
@@ -23,6 +27,11 @@ import torch
 from smallgpt.checkpoint.resolve import load_for_inference
 from smallgpt.checkpoint.store import CheckpointError
 from smallgpt.generate.decoding import _encode_prompt, iter_generate
+from smallgpt.model.precision import (
+    INFERENCE_DTYPES,
+    resolve_inference_dtype,
+    to_inference_dtype,
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,6 +52,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--stream", action="store_true", help="print tokens as they come")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--tokenizer", help="tokenizer JSON, if the checkpoint has none")
+    parser.add_argument(
+        "--dtype",
+        choices=INFERENCE_DTYPES,
+        default="fp32",
+        help="weights: fp32 (default), bf16, int8 (weight-only, CPU) or auto (bf16 where the "
+        "hardware has it, else fp32)",
+    )
     return parser
 
 
@@ -125,7 +141,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         model, tokenizer, path = load_for_inference(
             args.checkpoint, device=args.device, tokenizer_file=args.tokenizer
         )
-        print(f"checkpoint {path}", file=sys.stderr)
+        dtype = resolve_inference_dtype(args.dtype, model.transformer.wte.weight.device)
+        to_inference_dtype(model, dtype)
+        print(f"checkpoint {path} ({dtype})", file=sys.stderr)
         several = len(prompts) * args.num_samples > 1
         for p, prompt in enumerate(prompts):
             for j in range(args.num_samples):

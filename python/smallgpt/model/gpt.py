@@ -362,7 +362,9 @@ class SmallGPT(nn.Module):
 
     def logits(self, hidden: Tensor) -> Tensor:
         """Logits over the real vocabulary (..., vocab_size) from hidden states (..., embed_dim)."""
-        return F.linear(hidden, self.lm_head.weight[: self.config.vocab_size])
+        if isinstance(self.lm_head, nn.Linear):
+            return F.linear(hidden, self.lm_head.weight[: self.config.vocab_size])
+        return self.lm_head(hidden)  # an inference head (model.precision) holds the real rows only
 
     def forward(
         self,

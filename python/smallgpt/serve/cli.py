@@ -2,11 +2,12 @@
 
     python -m smallgpt.serve --checkpoint runs/demo [--host 127.0.0.1] [--port 8000]
         [--device auto] [--max-batch 16] [--max-queue 64] [--api-key KEY]
+        [--dtype {fp32,bf16,int8,auto}]
 
 Serves OpenAI's completions API (`POST /v1/completions`, `GET /v1/models`), `GET /health` and a
 page to try the model at `/`. Binds to 127.0.0.1 unless `--host` says otherwise. With
 `--api-key` (or the SMALLGPT_API_KEY environment variable) every request but `/health` and the
-page needs `Authorization: Bearer KEY`.
+page needs `Authorization: Bearer KEY`. `--dtype` is `python -m smallgpt.generate`'s (fp32 default).
 """
 
 from __future__ import annotations
@@ -20,6 +21,11 @@ import torch
 
 from smallgpt.checkpoint.resolve import load_for_inference
 from smallgpt.checkpoint.store import CheckpointError
+from smallgpt.model.precision import (
+    INFERENCE_DTYPES,
+    resolve_inference_dtype,
+    to_inference_dtype,
+)
 from smallgpt.serve.server import EXTRA_HINT, create_app
 
 
@@ -37,6 +43,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--api-key", help="required bearer token (default: $SMALLGPT_API_KEY)")
     parser.add_argument("--model-name", default="smallgpt", help="the model id (smallgpt)")
     parser.add_argument("--tokenizer", help="tokenizer JSON, if the checkpoint has none")
+    parser.add_argument(
+        "--dtype",
+        choices=INFERENCE_DTYPES,
+        default="fp32",
+        help="weights: fp32 (default), bf16, int8 (weight-only, CPU) or auto (bf16 where the "
+        "hardware has it, else fp32)",
+    )
     return parser
 
 
@@ -54,6 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         model, tokenizer, path = load_for_inference(
             args.checkpoint, device=args.device, tokenizer_file=args.tokenizer
         )
+        dtype = resolve_inference_dtype(args.dtype, model.transformer.wte.weight.device)
+        to_inference_dtype(model, dtype)
         app = create_app(
             model,
             tokenizer,
@@ -68,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except torch.OutOfMemoryError as error:
         print(f"error: out of memory ({error}); use --device cpu", file=sys.stderr)
         return 1
-    print(f"serving {path} at http://{args.host}:{args.port}/", file=sys.stderr, flush=True)
+    print(
+        f"serving {path} ({dtype}) at http://{args.host}:{args.port}/", file=sys.stderr, flush=True
+    )
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
