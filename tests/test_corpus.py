@@ -33,7 +33,6 @@ pytest.importorskip("pyarrow")
 pytest.importorskip("zstandard")
 
 
-
 @pytest.fixture(scope="module")
 def docs(shared_data) -> list[str]:
     return sample_documents(shared_data)
@@ -133,10 +132,15 @@ def jsonl_bytes(*records: object) -> bytes:
             r"f\.txt: not UTF-8 \(invalid byte at offset 6\)",
         ),
         ("g.txt.bz2", b"ok\xe2\x82", r"g\.txt\.bz2: not UTF-8 \(invalid byte at offset 2\)"),
+        ("h.jsonl.gz", None, r"h\.jsonl\.gz: cannot decompress"),
     ],
 )
 def test_bad_records_name_the_file_and_the_place(tmp_path, name, data, message):
-    path = write_bytes(tmp_path / name, data)
+    if data is None:  # a file cut short: the compressed stream ends early
+        path = write_jsonl(tmp_path / name, ["some text"] * 100)
+        path.write_bytes(path.read_bytes()[:-9])
+    else:
+        path = write_bytes(tmp_path / name, data)
     with pytest.raises(CorpusError, match=message):
         list(iter_documents([path]))
 

@@ -18,7 +18,9 @@ import gzip
 import io
 import json
 import os
+import queue
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,24 +134,96 @@ def resolve_sources(inputs: Sequence[str | os.PathLike | Source]) -> list[Source
     return sources
 
 
+class _Prefetch(io.RawIOBase):
+    """`stream` read ahead in blocks on a thread of its own, at most `_AHEAD` blocks ahead:
+    decompression (zlib, bz2 and zstd release the GIL) then overlaps the parsing."""
+
+    _AHEAD = 4
+
+    def __init__(self, stream: IO[bytes], name: str) -> None:
+        super().__init__()
+        self._stream = stream
+        self._blocks: queue.Queue = queue.Queue(maxsize=self._AHEAD)
+        self._rest = b""
+        self._stop = threading.Event()
+        self._name = name
+        self._thread = threading.Thread(
+            target=self._fill, name=f"smallgpt-read {name}", daemon=True
+        )
+        self._thread.start()
+
+    def _put(self, item: object) -> None:
+        while not self._stop.is_set():
+            try:
+                self._blocks.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def _fill(self) -> None:
+        try:
+            while not self._stop.is_set():
+                block = self._stream.read(_BLOCK)
+                self._put(block)
+                if not block:
+                    return
+        except Exception as exc:  # noqa: BLE001 (raised by the reader, see readinto)
+            self._put(exc)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if not self._rest:
+            item = self._blocks.get()
+            if isinstance(item, Exception):
+                raise CorpusError(f"{self._name}: cannot decompress ({item})") from item
+            if not item:
+                self._blocks.put(item)  # the end stays the end for later reads
+                return 0
+            self._rest = item
+        size = min(len(buffer), len(self._rest))
+        buffer[:size] = self._rest[:size]
+        self._rest = self._rest[size:]
+        return size
+
+    def close(self) -> None:
+        self._stop.set()
+        while self._thread.is_alive():
+            try:
+                self._blocks.get(timeout=0.1)
+            except queue.Empty:
+                continue
+        self._stream.close()
+        super().close()
+
+
+def _decompressed(source: Source, raw: IO[bytes]) -> IO[bytes]:
+    if source.compression == ".gz":
+        return gzip.GzipFile(fileobj=raw)
+    if source.compression == ".bz2":
+        return bz2.BZ2File(raw)
+    try:
+        import zstandard  # optional: the "data" extra
+    except ImportError as exc:
+        raise ImportError(
+            f"{source.name}: reading .zst needs zstandard: pip install 'smallgpt[data]'"
+        ) from exc
+    return zstandard.ZstdDecompressor().stream_reader(raw)
+
+
 def _open_raw(source: Source) -> tuple[IO[bytes], IO[bytes]]:
-    """(the file on disk, its decompressed byte stream)."""
+    """(the file on disk, its decompressed byte stream, read ahead on a thread)."""
     assert source.path is not None
     raw = source.path.open("rb")
-    if source.compression == ".gz":
-        return raw, gzip.GzipFile(fileobj=raw)
-    if source.compression == ".bz2":
-        return raw, bz2.BZ2File(raw)
-    if source.compression == ".zst":
-        try:
-            import zstandard  # optional: the "data" extra
-        except ImportError as exc:
-            raw.close()
-            raise ImportError(
-                f"{source.name}: reading .zst needs zstandard: pip install 'smallgpt[data]'"
-            ) from exc
-        return raw, io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw))
-    return raw, raw
+    if source.compression is None:
+        return raw, raw
+    try:
+        stream = _decompressed(source, raw)
+    except ImportError:
+        raw.close()
+        raise
+    return raw, io.BufferedReader(_Prefetch(stream, source.name), buffer_size=_BLOCK)
 
 
 @dataclass
@@ -412,7 +486,10 @@ def iter_pieces(
 
 
 def iter_documents(
-    inputs: Sequence[str | os.PathLike | Source], *, text_field: str = "text", skip_bad_records: bool = False
+    inputs: Sequence[str | os.PathLike | Source],
+    *,
+    text_field: str = "text",
+    skip_bad_records: bool = False,
 ) -> Iterator[str]:
     """The text of every document of `inputs` (files, directories, patterns, `hf:`), in order.
 

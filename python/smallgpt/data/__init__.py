@@ -1,4 +1,4 @@
-"""Training data: datasets, token shards and their preparation from text; `python -m smallgpt.data`."""
+"""Training data: datasets, token shards and their preparation from a corpus; `python -m smallgpt.data`."""
 
 from smallgpt.data.datasets import (
     RandomWindowBatches,
@@ -14,7 +14,9 @@ from smallgpt.data.shards import (
     SHARD_FORMAT,
     SHARD_VERSION,
     SPLITS,
+    STATE_FILE,
     bytes_per_token,
+    held_out,
     load_meta,
     prepare_shards,
 )
@@ -26,11 +28,13 @@ __all__ = [
     "SHARD_FORMAT",
     "SHARD_VERSION",
     "SPLITS",
+    "STATE_FILE",
     "PreparedData",
     "RandomWindowBatches",
     "TextDataset",
     "TokenShardDataset",
     "bytes_per_token",
+    "held_out",
     "load_meta",
     "prepare_data",
     "prepare_shards",
