@@ -21,6 +21,7 @@ from tests.eval_helpers import (  # noqa: F401 (one_torch_thread is a fixture)
     shakespeare,
     tiny_tokenizer,
 )
+from tests.train_helpers import single_thread
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -38,7 +39,7 @@ def windows(ids: list[int], count: int, seed: int) -> torch.Tensor:
 @pytest.fixture(scope="module")
 def trained():
     """(fp32 model trained 150 steps on Tiny Shakespeare, held-out ids)."""
-    with torch.random.fork_rng():
+    with torch.random.fork_rng(), single_thread():  # module fixtures run before one_torch_thread
         tokenizer = tiny_tokenizer()
         train_ids = tokenizer.encode(shakespeare(60_000))
         held_out = tokenizer.encode(shakespeare(8_000, start=100_000))
