@@ -379,3 +379,14 @@ def test_memory_stays_bounded_whatever_the_corpus_size(tmp_path, shared_data, to
     assert growth[20] < growth[4] + 16, growth  # five times the corpus, no more memory
     sizes = {m: (tmp_path / f"out{m}" / "train.bin").stat().st_size for m in growth}
     assert sizes[20] > 4 * sizes[4]
+
+
+def test_a_saved_dataset_gives_the_same_shards_as_its_jsonl(tmp_path, docs, tokenizer):
+    datasets = pytest.importorskip("datasets")
+    datasets.Dataset.from_dict({"text": docs}).save_to_disk(str(tmp_path / "ds"))
+    meta = prepare(tokenizer, [f"hf:{tmp_path / 'ds'}"], tmp_path / "hf", val_fraction=0.3)
+    prepare(
+        tokenizer, [write_jsonl(tmp_path / "docs.jsonl", docs)], tmp_path / "j", val_fraction=0.3
+    )
+    assert shard_bytes(tmp_path / "hf") == shard_bytes(tmp_path / "j")
+    assert meta["sources"][0]["path"] == f"hf:{tmp_path / 'ds'}"
