@@ -13,58 +13,17 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-
 from smallgpt.checkpoint.load import load_model, load_tokenizer
 from smallgpt.config.loader import load_config
-from smallgpt.config.schema import Config, ConfigError
+from smallgpt.config.schema import ConfigError
 from smallgpt.generate.decoding import generate_text
-from smallgpt.model.gpt import SmallGPT
-from smallgpt.train.runtime import resolve_runtime
 from smallgpt.train.trainer import Trainer
 
 PRESET = "demo-cpu"
 PROMPTS = ("ROMEO:", "JULIET:\nO ")
-
-
-def steps_within(config: Config, seconds: float, timed_steps: int = 6) -> int:
-    """How many optimizer steps of `config`'s model and batch fit in `seconds` on this machine.
-
-    Times `timed_steps` steps (after two warm-up steps) of a throwaway model on random tokens,
-    with the preset's device, precision and thread count.
-    """
-
-    m, t, o = config.model, config.train, config.optim
-    runtime = resolve_runtime(t.device, t.precision, 0, t.num_threads)
-    # the tokenizer the run will train has data.tokenizer_vocab_size ids; random tokens need no pad id
-    model_config = m.resolve(config.data.tokenizer_vocab_size)
-    model = SmallGPT.from_config(model_config).to(runtime.device)
-    optimizer = model.configure_optimizers(
-        o.weight_decay, o.lr, o.betas, runtime.device.type, optimizer=o.name
-    )
-    tokens = torch.randint(
-        model_config.vocab_size, (t.batch_size, config.seq_len), device=runtime.device
-    )
-
-    def step() -> None:
-        for _ in range(t.grad_accum_steps):
-            with runtime.autocast():
-                _, loss = model(tokens, tokens)
-            loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    for _ in range(2):
-        step()
-    start = time.perf_counter()
-    for _ in range(timed_steps):
-        step()
-    seconds_per_step = (time.perf_counter() - start) / timed_steps
-    return int(seconds / seconds_per_step)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -81,23 +40,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_dir = Path(args.run_dir or config.train.run_dir)
     if run_dir.exists():
         shutil.rmtree(run_dir)
-    budget = config.train.max_time_minutes
-    if budget:
-        # Fit the step count (and so the LR schedule's cosine decay) to the time budget on this
-        # machine; the budget itself stays as a hard stop. The whole budget is planned: the
-        # timing loop runs 4-12% slower than the trainer's steps here, which leaves room for
-        # validation, and a run cut short loses only the flat tail of the cosine.
-        fitting = steps_within(config, budget * 60)
-        config.train.max_steps = max(1, min(config.train.max_steps, fitting))
-
-    t = config.train
-    precision = resolve_runtime(t.device, t.precision, 0, t.num_threads).precision
-    print(
-        f"smallgpt demo: a {config.model.num_layers}-layer GPT on Tiny Shakespeare, "
-        f"{'at most ' + format(budget, 'g') + ' minutes of ' if budget else ''}training on "
-        f"{t.device} in {precision}; output in {run_dir}/"
-    )
+    budget, device = config.train.max_time_minutes, config.train.device
     with Trainer(config, run_dir=run_dir) as trainer:
+        print(
+            f"smallgpt demo: a {config.model.num_layers}-layer GPT on Tiny Shakespeare, "
+            f"{'at most ' + format(budget, 'g') + ' minutes of ' if budget else ''}training on "
+            f"{device} in {trainer.runtime.precision}; output in {run_dir}/"
+        )
         summary = trainer.fit()
     print(summary.format())
 
@@ -113,7 +62,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"validation bits per byte: {'n/a' if bpb is None else format(bpb, '.4f')}")
     plot = run_dir / "loss.png"
     print(f"loss plot: {plot if plot.exists() else 'skipped (matplotlib missing)'}")
-    print(f"\nserve it (pip install 'smallgpt[serve]'): python -m smallgpt.serve --checkpoint {run_dir}")
+    print(
+        f"\nserve it (pip install 'smallgpt[serve]'): python -m smallgpt.serve --checkpoint {run_dir}"
+    )
     return 0
 
 

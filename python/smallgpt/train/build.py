@@ -9,14 +9,16 @@ from pathlib import Path
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.lr_scheduler import LambdaLR
 
 from smallgpt.config.loader import config_to_dict
 from smallgpt.config.schema import Config
 from smallgpt.data.datasets import RandomWindowBatches, TokenShardDataset
 from smallgpt.data.prepare import prepare_data
 from smallgpt.model.gpt import SmallGPT
-from smallgpt.optim.schedule import get_cosine_schedule_with_warmup
+from smallgpt.optim.schedule import cosine_with_warmup_factor
 from smallgpt.tokenizer.bpe import Tokenizer
+from smallgpt.train.budget import RunLength
 from smallgpt.train.distributed import DistInfo, barrier
 from smallgpt.train.logger import RunLogger
 from smallgpt.train.runtime import Runtime
@@ -62,10 +64,11 @@ def load_run_data(config: Config, run_dir: Path, dist: DistInfo, show_progress: 
 
 
 def build_optimizer(
-    config: Config, model: SmallGPT, device_type: str, announce: bool
+    config: Config, model: SmallGPT, device_type: str, length: RunLength, announce: bool
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     """The `optim` section's optimizer over `model` and its warm-up + cosine schedule over
-    `train.max_steps`; `announce` prints the note when the warm-up is shortened."""
+    `length.steps` (read at every step: a planned length moves the decay with it); `announce`
+    prints the note when the warm-up is shortened."""
     o = config.optim
     optimizer = model.configure_optimizers(
         weight_decay=o.weight_decay,
@@ -75,11 +78,26 @@ def build_optimizer(
         optimizer=o.name,
         eps=o.eps,
     )
-    steps = config.train.max_steps
-    schedule = get_cosine_schedule_with_warmup(
-        optimizer, warmup_steps(config, announce), steps, o.min_lr_ratio
+    warmup = warmup_steps(config, announce)
+
+    def factor(step: int) -> float:
+        return cosine_with_warmup_factor(step, warmup, length.steps, o.min_lr_ratio)
+
+    return optimizer, LambdaLR(optimizer, factor)
+
+
+def run_length(config: Config) -> RunLength:
+    """train.max_steps, or with train.fit_steps_to_budget a length planned from the run's timings
+    (max_steps the limit)."""
+    t = config.train
+    budget_s = t.max_time_minutes * 60 if t.fit_steps_to_budget else None
+    return RunLength(
+        t.max_steps,
+        budget_s=budget_s,
+        eval_interval=t.eval_interval,
+        checkpoint_interval=config.checkpoint.interval,
+        eval_batches=t.eval_batches or 0,
     )
-    return optimizer, schedule
 
 
 def warmup_steps(config: Config, announce: bool) -> int:

@@ -34,6 +34,7 @@ from smallgpt.train.build import (
     build_optimizer,
     load_run_data,
     open_run_logger,
+    run_length,
     wrap_model,
 )
 from smallgpt.train.callbacks import (
@@ -145,8 +146,9 @@ class Trainer:
         self.model_config = self.cfg.model.resolve(tokenizer.vocab_size, tokenizer.pad_token_id)
         device = self.runtime.device
         self.raw_model = SmallGPT.from_config(self.model_config).to(device)
+        self.length = run_length(self.cfg)
         self.optimizer, self.scheduler = build_optimizer(
-            self.cfg, self.raw_model, device.type, announce=self.dist.is_main
+            self.cfg, self.raw_model, device.type, self.length, announce=self.dist.is_main
         )
         self.scaler = self.runtime.grad_scaler()
         self._flops_per_token = self.raw_model.estimate_flops_per_token(self.cfg.seq_len)
@@ -171,6 +173,7 @@ class Trainer:
             "val_loss": None if self.last_eval is None else self.last_eval.loss,
             "val_step": self._last_eval_step,
             "train_time_s": self._prior_train_time_s + self._session_time(),
+            "planned_steps": self.length.steps,
             "world_size": self.dist.world_size,
             "data": self.batches.state_dict(),
             "rng": gather_to_all(capture_rng_state(), self.dist),
@@ -194,6 +197,8 @@ class Trainer:
         best = state["best_val_loss"]
         self.best_val_loss = math.inf if best is None else best
         self._prior_train_time_s = state["train_time_s"]
+        if self.length.planned:  # the schedule continues over the interrupted session's plan
+            self.length.steps = min(self.length.max_steps, state.get("planned_steps", self.step))
         self._last_saved_step = self.step
         self._last_checkpoint = path
 
@@ -380,6 +385,10 @@ class Trainer:
         for callback in self.callbacks:
             getattr(callback, hook)(self, *args)
 
+    def _mean_over_ranks(self, values: list[float]) -> list[float]:
+        total = all_reduce_sum(torch.tensor(values, device=self.runtime.device), self.dist)
+        return (total / self.dist.world_size).tolist()
+
     def _on_signal(self, name: str) -> None:
         if self._progress is not None:
             self._progress.write(f"{name}: finishing this step, then saving")
@@ -391,25 +400,25 @@ class Trainer:
         Raises TrainingDivergedError after too many non-finite steps in a row.
         """
         self._fit_start = time.perf_counter()
-        start_tokens = self.tokens_seen
-        max_steps = self.cfg.train.max_steps
+        start_tokens, start_step, length = self.tokens_seen, self.step, self.length
         with self._stop.signal_handlers(self._on_signal), self._progress_bar():
             self._emit("on_train_start")
             tracker = StepLog(
                 logger=self.logger,
                 interval=self.cfg.log.interval,
                 start_step=self.step,
-                max_steps=max_steps,
+                max_steps=length.steps,
                 max_time_minutes=self.cfg.train.max_time_minutes,
                 flops_per_token=self._flops_per_token,
                 peak_flops=self._peak_flops,
                 world_size=self.dist.world_size,
                 elapsed=self._session_time,
             )
-            while self.step < max_steps and not self._stop.should_stop(
+            while self.step < length.steps and not self._stop.should_stop(
                 self._session_time(), self.runtime.device, self.dist
             ):
-                result = self.train_step()
+                with length.timing("step"):
+                    result = self.train_step()
                 self._report_kernel_fallbacks()
                 self._emit("on_step_end", result)
                 tracker.update(
@@ -421,16 +430,28 @@ class Trainer:
                 )
                 if result.skipped or self._stop.last_good_step is not None:
                     continue
-                if self.step % self.cfg.train.eval_interval == 0 and self.step < max_steps:
-                    self.validate()
+                if self.step % self.cfg.train.eval_interval == 0 and self.step < length.steps:
+                    with length.timing("validation"):
+                        self.validate()
                 interval = self.cfg.checkpoint.interval
                 if (
                     interval is not None
                     and self.step % interval == 0
                     and self._last_saved_step != self.step
                 ):
-                    self.save()
-            stop_reason = self._stop.reason or f"reached train.max_steps={max_steps}"
+                    with length.timing("checkpoint"):
+                        self.save()
+                if length.due(self.step, start_step) and length.plan(
+                    self.step, self._session_time(), self._mean_over_ranks
+                ):
+                    tracker.max_steps = length.steps
+                    if self._progress is not None:
+                        self._progress.total = length.steps
+            stop_reason = self._stop.reason or (
+                f"reached the {length.steps} steps planned for the time budget"
+                if length.planned and length.steps < length.max_steps
+                else f"reached train.max_steps={length.max_steps}"
+            )
             last_good = self._stop.last_good_step
             if last_good is not None:
                 self._last_checkpoint = checkpoint_at_or_before(self.run_dir, last_good)
@@ -455,7 +476,7 @@ class Trainer:
             yield
             return
 
-        self._progress = open_progress_bar(self.cfg.train.max_steps, self.step)
+        self._progress = open_progress_bar(self.length.steps, self.step)
         try:
             yield
         finally:
