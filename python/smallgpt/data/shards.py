@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -392,7 +393,7 @@ def _encode_all(
 ) -> None:
     """Read the corpus in chunks and encode those after the last completed one."""
     pattern = work.tokenizer.pattern_name
-    chunks = read_chunks(
+    chunks = read_chunks(  # closed below even when encoding fails: that stops its thread
         work.sources,
         chunk_chars=_CHUNK_CHARS,
         piece_chars=_PIECE_CHARS,
@@ -401,9 +402,12 @@ def _encode_all(
         skip_bad_records=skip_bad_records,
     )
     total = sum(s.size() for s in work.sources) or None
-    with tqdm(
-        total=total, unit="B", unit_scale=True, desc="prepare", disable=not show_progress
-    ) as bar:
+    with (
+        closing(chunks),
+        tqdm(
+            total=total, unit="B", unit_scale=True, desc="prepare", disable=not show_progress
+        ) as bar,
+    ):
         for chunk in chunks:
             if chunk.index >= work.state["chunks_done"]:
                 work.encode(chunk)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Iterable, Sequence
+from contextlib import closing
 from typing import Any, Literal
 
 import numpy as np
@@ -199,8 +200,9 @@ class Tokenizer:
                 text_field=text_field,
                 skip_bad_records=skip_bad_records,
             )
-            for chunk in chunks:
-                counter.add_texts([piece.text for piece in chunk.pieces])
+            with closing(chunks):  # stops the reader thread even when counting fails
+                for chunk in chunks:
+                    counter.add_texts([piece.text for piece in chunk.pieces])
         return cls._learn(counter, vocab_size, special_tokens, min_frequency)
 
     @classmethod
