@@ -269,6 +269,7 @@ def test_a_preparation_killed_again_and_again_resumes_to_identical_shards(
     ]
 
 
+@pytest.mark.slow
 def test_changed_inputs_start_over_and_say_why(
     tmp_path, tokenizer, tokenizer_file, kill_corpus, docs
 ):
