@@ -82,35 +82,35 @@ class _LayerSlots:
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         """Store each slot's new key/value at its length; attend over its filled slots."""
-        b, keys, values = self.batch, self.batch.pool.k[self.layer], self.batch.pool.v[self.layer]
-        if b.span is not None and b.uniform:
-            # neighbouring slots of one length (a lone sequence, say): views, no gather
-            at = b.host_lengths[0]
-            keys[b.span, :, at : at + 1] = k
-            values[b.span, :, at : at + 1] = v
-            keys, values = keys[b.span, :, : b.width], values[b.span, :, : b.width]
+        b = self.batch
+        keys, values = b.pool.k[self.layer, b.span], b.pool.v[self.layer, b.span]  # views
+        if b.uniform:
+            at = b.width - 1
+            keys[:, :, at : at + 1] = k
+            values[:, :, at : at + 1] = v
         else:
-            keys[b.slots, :, b.lengths] = k[:, :, 0]
-            values[b.slots, :, b.lengths] = v[:, :, 0]
-            keys, values = keys[b.slots, :, : b.width], values[b.slots, :, : b.width]
-        return F.scaled_dot_product_attention(q, keys, values, attn_mask=b.mask)
+            keys[b.rows, :, b.lengths] = k[:, :, 0]
+            values[b.rows, :, b.lengths] = v[:, :, 0]
+        return F.scaled_dot_product_attention(
+            q, keys[:, :, : b.width], values[:, :, : b.width], attn_mask=b.mask
+        )
 
 
 class _SlotBatch:
-    """One decoding step over some slots of a pool; stands in for a KVCache in SmallGPT.hidden."""
+    """One decoding step over the neighbouring slots `span` of a pool, a KVCache stand-in for
+    SmallGPT.hidden. Every slot of the span decodes: a free one among the `running` slots
+    decodes a dummy token at its slot 0, which costs less than gathering the others' keys and
+    values into a copy at every layer (they are read in place as views)."""
 
-    def __init__(self, pool: _SlotPool, slots: list[int]) -> None:
+    def __init__(self, pool: _SlotPool, span: range, running: list[int]) -> None:
         device = pool.k.device
-        self.pool, self.host_slots = pool, slots
-        self.host_lengths = [pool.lengths[s] for s in slots]
-        self.slots = torch.tensor(slots, dtype=torch.long, device=device)
-        self.lengths = torch.tensor(self.host_lengths, dtype=torch.long, device=device)
-        self.width = max(self.host_lengths) + 1
-        self.uniform = len(set(self.host_lengths)) == 1
-        first = slots[0]
-        self.span = slice(first, first + len(slots)) if slots == list(
-            range(first, first + len(slots))) else None
-        self.start = torch.zeros_like(self.slots)
+        self.pool, self.running, self.span = pool, running, slice(span.start, span.stop)
+        host_lengths = [pool.lengths[s] for s in span]
+        self.lengths = torch.tensor(host_lengths, dtype=torch.long, device=device)
+        self.rows = torch.arange(len(span), device=device)
+        self.width = max(host_lengths) + 1
+        self.uniform = len(set(host_lengths)) == 1
+        self.start = torch.zeros_like(self.lengths)
         self.mask: Tensor | None = None
 
     def begin(self, num_new: int) -> Tensor:
@@ -118,7 +118,7 @@ class _SlotBatch:
         if num_new != 1:
             raise ValueError("a slot batch decodes one token per sequence and step")
         if not self.uniform:  # a shorter slot must not see the stale keys past its length
-            keys = torch.arange(self.width, device=self.slots.device)
+            keys = torch.arange(self.width, device=self.lengths.device)
             self.mask = (keys[None, :] <= self.lengths[:, None])[:, None, None, :]
         return self.lengths[:, None]
 
@@ -126,8 +126,9 @@ class _SlotBatch:
         return _LayerSlots(self, index)
 
     def advance(self, num_new: int) -> None:
-        for slot in self.host_slots:
+        for slot in self.running:
             self.pool.lengths[slot] += num_new
+
 
 @dataclass
 class _Running:
@@ -231,7 +232,8 @@ class Scheduler:
             if seq.cancelled:
                 seq.on_finish("cancelled")
                 continue
-            slot = self.free.pop()
+            slot = min(self.free)  # the lowest: running slots stay packed, few free ones between
+            self.free.remove(slot)
             try:
                 logits = self._prefill(seq.prompt_ids, slot)
             except (RuntimeError, ValueError) as error:  # a bad sequence must not stop the others
@@ -283,12 +285,16 @@ class Scheduler:
         run.seq.on_finish(reason)
 
     def _forward(self, runs: list[_Running]) -> None:
-        runs = sorted(runs, key=lambda r: r.slot)  # neighbouring slots read as views
+        by_slot = {r.slot: r for r in runs}
+        span = range(min(by_slot), max(by_slot) + 1)
         tokens = torch.tensor(
-            [[r.token] for r in runs], dtype=torch.long, device=self.device
+            [[by_slot[s].token if s in by_slot else 0] for s in span],
+            dtype=torch.long,
+            device=self.device,
         )
-        batch = _SlotBatch(self.pool, [r.slot for r in runs])
+        batch = _SlotBatch(self.pool, span, list(by_slot))
         hidden = self.model.hidden(tokens, kv_cache=batch)  # type: ignore[arg-type]
         logits = self.model.logits(hidden[:, -1])
-        for row, run in enumerate(runs):
+        for slot, run in by_slot.items():
+            row = slot - span.start
             run.logits = logits[row : row + 1]
