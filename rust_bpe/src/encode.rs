@@ -9,6 +9,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
@@ -147,6 +148,8 @@ pub struct Encoder {
     bytes: Vec<u8>,
     offsets: Vec<usize>,
     specials: Vec<(String, u32)>,
+    /// States of finished calls, for the next ones.
+    states: Mutex<Vec<EncodeState>>,
 }
 
 /// Reusable buffers of the merge loops, so that encoding allocates nothing per piece.
@@ -169,13 +172,13 @@ struct RecentTokens {
 }
 
 impl RecentTokens {
-    /// A cache for about `len` bytes of text: no larger than they can fill, at most 4096 entries.
-    fn for_text_len(len: usize) -> RecentTokens {
-        let size = (len / 16).clamp(16, 1 << 14).next_power_of_two();
+    const SIZE: usize = 1 << 14;
+
+    fn new() -> RecentTokens {
         RecentTokens {
-            keys: vec![0; size],
-            ids: vec![0; size],
-            shift: 64 - size.trailing_zeros(),
+            keys: vec![0; Self::SIZE],
+            ids: vec![0; Self::SIZE],
+            shift: 64 - Self::SIZE.trailing_zeros(),
         }
     }
 
@@ -186,9 +189,10 @@ impl RecentTokens {
     }
 }
 
-/// What encoding remembers between pieces, and between texts encoded one after the other on
-/// one thread (a batch, the chunks of a file): the recent single-token pieces, the ids of the
-/// short pieces that had to be merged, and the merge buffers.
+/// What encoding remembers between pieces, texts and calls: the recent single-token pieces,
+/// the ids of the short pieces that had to be merged, and the merge buffers. The encoder keeps
+/// the states of finished calls, so a call starts with the caches of earlier ones (warm calls
+/// and texts encoded one after the other merge each new word once).
 struct EncodeState {
     recent: RecentTokens,
     /// Packed piece -> range of its ids in `merged_ids`.
@@ -197,20 +201,20 @@ struct EncodeState {
     scratch: Scratch,
 }
 
+/// At most this many states are kept: as many as threads encode at once, up to this.
+const KEPT_STATES: usize = 16;
+/// A kept state forgets its merged pieces once they hold this many ids (4 MB, and at most
+/// half as many pieces), so that kept states stay small.
+const MERGED_IDS_MAX: usize = 1 << 20;
+
 impl EncodeState {
-    /// A state for encoding about `len` bytes of text in all.
-    fn for_text_len(len: usize) -> EncodeState {
+    fn new() -> EncodeState {
         EncodeState {
-            recent: RecentTokens::for_text_len(len),
+            recent: RecentTokens::new(),
             merged: FxHashMap::default(),
             merged_ids: Vec::new(),
             scratch: Scratch::default(),
         }
-    }
-
-    /// A state for many texts: full-sized caches.
-    fn for_many_texts() -> EncodeState {
-        EncodeState::for_text_len(usize::MAX)
     }
 }
 
@@ -294,6 +298,7 @@ impl Encoder {
             bytes,
             offsets,
             specials: vocab.specials.clone(),
+            states: Mutex::new(Vec::new()),
         }
     }
 
@@ -315,8 +320,25 @@ impl Encoder {
     /// Encodes `text` with special token strings treated as plain text.
     pub fn encode_ordinary(&self, text: &str) -> Vec<u32> {
         let mut out = Vec::with_capacity(text.len() / 4 + 1);
-        self.encode_ordinary_into(text, &mut out, &mut EncodeState::for_text_len(text.len()));
+        self.with_state(|state| self.encode_ordinary_into(text, &mut out, state));
         out
+    }
+
+    /// Runs `f` with a kept state (a new one when none is free), and keeps it after.
+    fn with_state<R>(&self, f: impl FnOnce(&mut EncodeState) -> R) -> R {
+        let kept = self.states.lock().ok().and_then(|mut states| states.pop());
+        let mut state = kept.unwrap_or_else(EncodeState::new);
+        if state.merged_ids.len() > MERGED_IDS_MAX {
+            state.merged.clear();
+            state.merged_ids.clear();
+        }
+        let result = f(&mut state);
+        if let Ok(mut states) = self.states.lock() {
+            if states.len() < KEPT_STATES {
+                states.push(state);
+            }
+        }
+        result
     }
 
     /// Appends the ids of `text` (special token strings as plain text) to `out`.
@@ -372,7 +394,7 @@ impl Encoder {
         {
             return self.encode_ordinary_parallel(text);
         }
-        self.encode_with_specials_using(text, allowed, &mut EncodeState::for_text_len(text.len()))
+        self.with_state(|state| self.encode_with_specials_using(text, allowed, state))
     }
 
     /// `encode_with_specials` on this thread, with caches kept in `state`.
@@ -432,7 +454,7 @@ impl Encoder {
         let runs = batch_runs(texts, 4 * rayon::current_num_threads());
         let encoded: Vec<Vec<Vec<u32>>> = runs
             .par_iter()
-            .map(|&(_, run)| self.encode_run(run, allowed, &mut EncodeState::for_many_texts()))
+            .map(|&(_, run)| self.with_state(|state| self.encode_run(run, allowed, state)))
             .collect();
         encoded.into_iter().flatten().collect()
     }
@@ -472,24 +494,24 @@ impl Encoder {
             for _ in 1..threads {
                 let (sender, take) = (sender.clone(), &take);
                 scope.spawn(move || {
-                    let mut state = EncodeState::for_many_texts();
-                    while let Some(&(first, run)) = take() {
-                        let ids = self.encode_run(run, allowed, &mut state);
-                        if sender.send((first, ids)).is_err() {
-                            break;
+                    self.with_state(|state| {
+                        while let Some(&(first, run)) = take() {
+                            let ids = self.encode_run(run, allowed, state);
+                            if sender.send((first, ids)).is_err() {
+                                break;
+                            }
                         }
-                    }
+                    })
                 });
             }
             drop(sender);
-            let mut state = EncodeState::for_many_texts();
-            loop {
+            self.with_state(|state| loop {
                 while let Ok((first, ids)) = receiver.try_recv() {
                     consume_run(first, ids);
                 }
                 let Some(&(first, run)) = take() else { break };
-                consume_run(first, self.encode_run(run, allowed, &mut state));
-            }
+                consume_run(first, self.encode_run(run, allowed, state));
+            });
             for (first, ids) in receiver {
                 consume_run(first, ids);
             }
@@ -906,6 +928,26 @@ mod tests {
                 .collect();
             assert_eq!(batch_in_order(&encoder, threads, &texts, &[eot]), expected);
         }
+    }
+
+    #[test]
+    fn kept_states_give_the_ids_of_an_encoder_without_caches() {
+        let encoder = trained(Pattern::Gpt2, 600, &[]);
+        let uncached = |text: &str| {
+            let (mut out, mut scratch) = (Vec::new(), Scratch::default());
+            for piece in crate::pretokenize::pieces(Pattern::Gpt2, text) {
+                encoder.encode_piece(piece.as_bytes(), &mut out, &mut scratch);
+            }
+            out
+        };
+        let (a, b) = (&SHAKESPEARE[..50_000], &SHAKESPEARE[50_000..120_000]);
+        for text in [a, b, a, b] {
+            assert_eq!(encoder.encode_ordinary(text), uncached(text));
+        }
+        // A state whose merged pieces outgrow the bound starts the next call without them.
+        encoder.with_state(|state| state.merged_ids.resize(MERGED_IDS_MAX + 1, 0));
+        encoder.with_state(|state| assert!(state.merged_ids.is_empty()));
+        assert_eq!(encoder.encode_ordinary(a), uncached(a));
     }
 
     #[test]
