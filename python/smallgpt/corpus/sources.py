@@ -30,6 +30,7 @@ FORMATS = {".txt": "text", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "p
 COMPRESSIONS = (".gz", ".zst", ".bz2")
 HF_PREFIX = "hf:"
 _BLOCK = 1 << 20  # bytes read from a text file at a time
+_PARQUET_BATCH = 1024  # rows of a Parquet file converted to Python strings at a time
 
 
 def accepted_extensions() -> list[str]:
@@ -364,11 +365,12 @@ def _parquet_documents(
         kind = parquet.schema_arrow.field(text_field).type
         if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
             raise CorpusError(f"{source.name}: column {text_field!r} holds {kind}, not strings")
-        row = 0
-        groups = parquet.num_row_groups
-        for group in range(groups):
-            column = parquet.read_row_group(group, columns=[text_field]).column(0)
-            for text in column.to_pylist():
+        row, rows = 0, max(parquet.metadata.num_rows, 1)
+        # Batches of rows, not whole row groups, become Python strings: memory stays bounded
+        # by pyarrow's buffers, however large the row groups.
+        for batch in parquet.iter_batches(batch_size=_PARQUET_BATCH, columns=[text_field]):
+            stats.bytes_done = base + size * row // rows
+            for text in batch.column(0).to_pylist():
                 row += 1
                 if text is None:
                     if skip_bad:
@@ -379,7 +381,6 @@ def _parquet_documents(
                         "--skip-bad-records skips such rows"
                     )
                 yield text
-            stats.bytes_done = base + size * (group + 1) // groups
 
 
 def _load_hf(name: str) -> Any:
