@@ -22,7 +22,7 @@ import queue
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -234,11 +234,6 @@ class ReadStats:
     bytes_done: int = 0
     documents: int = 0
     skipped: int = 0
-    skipped_by_source: dict[str, int] = field(default_factory=dict)
-
-    def skip(self, source: Source) -> None:
-        self.skipped += 1
-        self.skipped_by_source[source.name] = self.skipped_by_source.get(source.name, 0) + 1
 
 
 Cut = Callable[[str], int]
@@ -320,7 +315,7 @@ def _jsonl_documents(
                 ) from None
             except json.JSONDecodeError as exc:
                 if skip_bad:
-                    stats.skip(source)
+                    stats.skipped += 1
                     continue
                 raise CorpusError(
                     f"{source.name}:line {number}: not JSON ({exc.msg} at column {exc.colno}); "
@@ -330,7 +325,7 @@ def _jsonl_documents(
                 text = _record_text(source, record, text_field, f"line {number}")
             except CorpusError as exc:
                 if skip_bad:
-                    stats.skip(source)
+                    stats.skipped += 1
                     continue
                 raise CorpusError(f"{exc}; --skip-bad-records skips such records") from None
             yield text
@@ -374,7 +369,7 @@ def _parquet_documents(
                 row += 1
                 if text is None:
                     if skip_bad:
-                        stats.skip(source)
+                        stats.skipped += 1
                         continue
                     raise CorpusError(
                         f"{source.name}:row {row}: column {text_field!r} is null; "
@@ -422,7 +417,7 @@ def _hf_documents(
             row += 1
             if not isinstance(text, str):
                 if skip_bad:
-                    stats.skip(source)
+                    stats.skipped += 1
                     continue
                 raise CorpusError(
                     f"{source.name}:row {row}: column {text_field!r} is "
