@@ -469,9 +469,9 @@ def iter_pieces(
             )
             first = True
             for text, last in parts:
+                stats.documents += last
                 yield Piece(text, index, 0, first, last)
                 first = False
-            stats.documents += 1
         else:
             reader = _READERS[source.format]
             for number, text in enumerate(reader(source, text_field, skip_bad_records, stats)):
