@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 
@@ -81,6 +82,26 @@ def test_seeded_request_alone_equals_generate_command(client, run):
                                       temperature=0.9, top_p=0.95, seed=11, n=2,
                                       extra_body={"top_k": 40})
     assert [c.text for c in again.choices] == samples
+
+
+def test_int8_server_answers_what_the_int8_generate_command_prints(run):
+    done = subprocess.run(
+        [sys.executable, "-m", "smallgpt.generate", "--checkpoint", str(run), "--device", "cpu",
+         "--dtype", "int8", "--prompt", "ROMEO:", "--max-new-tokens", "12", "--temperature", "0"],
+        capture_output=True, text=True, timeout=60, check=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert "(int8)" in done.stderr
+    with running_server(run, "--dtype", "int8") as url:
+        answer = httpx.post(f"{url}/v1/completions", timeout=30,
+                            json={"prompt": "ROMEO:", "max_tokens": 12, "temperature": 0}).json()
+    assert answer["choices"][0]["text"] == done.stdout.removeprefix("ROMEO:").removesuffix("\n")
+
+
+def test_unknown_dtype_is_refused_naming_the_choices(capsys):
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["--checkpoint", "run", "--dtype", "int4"])
+    assert "--dtype: invalid choice: 'int4'" in capsys.readouterr().err
 
 
 def test_stream_joins_to_the_plain_answer(client):
