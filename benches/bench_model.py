@@ -16,6 +16,8 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -24,9 +26,13 @@ from typing import TypeVar
 import pytest
 import torch
 import torch.nn.functional as F
+from smallgpt.config.loader import PACKAGE_DIR
+from smallgpt.evaluate.lm import score_batches
 from smallgpt.generate.decoding import generate
 from smallgpt.model.gpt import SmallGPT
 from smallgpt.model.hf import export_hf
+from smallgpt.model.precision import has_native_bf16, to_inference_dtype
+from smallgpt.tokenizer.bpe import Tokenizer
 from torch import nn
 
 from benches.report import report
@@ -146,6 +152,77 @@ def test_generation_vs_transformers(benchmark, tmp_path, batch):
         rounds=REPEATS,
         transformers=transformers.__version__,
         identical_tokens=identical(our_ids, their_ids),
+    )
+
+
+def briefly_trained(steps: int = 300) -> tuple[SmallGPT, list[int]]:
+    """A 4-layer, 256-wide model trained `steps` AdamW steps on the first 90 % of Tiny
+    Shakespeare, and the ids of the last 10 % (the validation split), in its own tokens."""
+    text = (PACKAGE_DIR / "assets" / "tinyshakespeare.txt").read_text(encoding="utf-8")
+    split = int(len(text) * 0.9)
+    tokenizer = Tokenizer.train([text[:split]], vocab_size=1000)
+    train_ids = torch.tensor(tokenizer.encode(text[:split]))
+    torch.manual_seed(0)
+    model = SmallGPT(tokenizer.vocab_size, 256, 4, 4, 256, 0.0)
+    optimizer = model.configure_optimizers(weight_decay=0.0, lr=2e-3)
+    for _ in range(steps):
+        starts = torch.randint(0, len(train_ids) - 129, (16,))
+        batch = torch.stack([train_ids[s : s + 128] for s in starts.tolist()])
+        _, loss = model(batch, batch, return_logits=False)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return model.eval(), tokenizer.encode(text[split:])
+
+
+def perplexity(model: SmallGPT, ids: list[int], seq_len: int = 256) -> float:
+    """Perplexity over `ids` in consecutive windows of seq_len (the project's evaluation loop)."""
+    windows = torch.tensor(ids[: len(ids) // seq_len * seq_len]).view(-1, seq_len)
+    loss, tokens, _ = score_batches(model, [(w, w) for w in windows.split(8)]).tolist()
+    return math.exp(loss / tokens)
+
+
+def test_reduced_precision_vs_fp32(benchmark):
+    fp32 = SmallGPT().eval()
+    prompt = torch.randint(0, 10000, (1, PROMPT_TOKENS))
+    sides = {"fp32": fp32, "int8": to_inference_dtype(copy.deepcopy(fp32), "int8")}
+    if has_native_bf16(torch.device("cpu")):  # emulated bf16 is slower than fp32: not measured
+        sides["bf16"] = to_inference_dtype(copy.deepcopy(fp32), "bf16")
+    for model in sides.values():
+        generate(model, prompt, 8, temperature=0)  # warm-up
+    best = fastest_alternating(
+        {
+            name: functools.partial(generate, model, prompt, NEW_TOKENS, temperature=0)
+            for name, model in sides.items()
+        },
+        REPEATS,
+    )
+    rates = {name: NEW_TOKENS / seconds for name, (_, seconds) in best.items()}
+    benchmark.pedantic(
+        generate, args=(sides["int8"], prompt, NEW_TOKENS), kwargs={"temperature": 0}, rounds=1
+    )
+    trained, validation = briefly_trained()
+    quality = {}
+    reference = generate(trained, [validation[:PROMPT_TOKENS]], NEW_TOKENS, temperature=0)
+    ppl32 = perplexity(trained, validation)
+    for name in sides.keys() - {"fp32"}:
+        converted = to_inference_dtype(copy.deepcopy(trained), name)
+        ids = generate(converted, [validation[:PROMPT_TOKENS]], NEW_TOKENS, temperature=0)
+        quality[f"{name}_greedy_tokens_equal_to_fp32"] = identical(reference, ids)
+        quality[f"{name}_perplexity_change"] = perplexity(converted, validation) / ppl32 - 1
+    report(
+        benchmark,
+        rates["int8"],
+        "tok/s",
+        {"fp32": rates["fp32"]},
+        target=">= 1.8",
+        batch=1,
+        threads=torch.get_num_threads(),
+        rounds=REPEATS,
+        tok_s=rates,
+        bf16="measured" if "bf16" in sides else "not measured: this CPU emulates bf16",
+        fp32_validation_perplexity=ppl32,
+        **quality,
     )
 
 
