@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 from smallgpt.config.loader import load_config
-from smallgpt.config.schema import ConfigError
 from smallgpt.train.budget import RunLength
+from smallgpt.train.build import run_length
 
 from tests.train_helpers import make_shards, run_tiny, single_thread
 
@@ -99,9 +99,11 @@ def test_the_plan_never_passes_max_steps_and_unplanned_lengths_stay_fixed():
     assert fixed.steps == 1000
 
 
-def test_fit_steps_to_budget_needs_a_time_budget():
-    with pytest.raises(ConfigError, match="train.fit_steps_to_budget needs a time budget"):
-        load_config(None, ["train.fit_steps_to_budget=true"])
+def test_without_a_time_budget_the_length_is_max_steps():
+    config = load_config("demo-cpu", ["train.max_time_minutes=null", "train.max_steps=123"])
+    length = run_length(config)
+    assert not length.planned and length.steps == 123
+    assert run_length(load_config("demo-cpu")).planned
 
 
 def test_trainer_ends_a_budgeted_run_on_its_plan_with_the_decay_finished(tmp_path):

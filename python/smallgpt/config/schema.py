@@ -278,9 +278,10 @@ class TrainSection:
     sees batch_size * grad_accum_steps * world_size sequences. `eval_batches` is the number of
     validation batches each process scores (null: the whole validation split). `num_threads`
     sets torch's CPU threads (null: torch's default, one per core).
-    `fit_steps_to_budget` (with `max_time_minutes`) plans the run's length from its own measured
+    `fit_steps_to_budget` with `max_time_minutes` plans the run's length from its own measured
     step, validation and checkpoint times so that it, and the learning rate's cosine decay,
-    ends when the budget does; `max_steps` is then the upper limit. The planned length depends
+    ends when the budget does; `max_steps` is then the upper limit (without a budget it is the
+    length, as usual). The planned length depends
     on the machine's speed, so such a run is not step-for-step reproducible elsewhere.
     `early_stopping_patience` K > 0 stops once validation loss has not improved for K
     validations in a row (0: off). `profile` runs torch.profiler over `profile_steps` steps after
@@ -333,10 +334,6 @@ class TrainSection:
                 (
                     self.max_time_minutes is None or self.max_time_minutes > 0,
                     f"train.max_time_minutes must be > 0 or null (got {self.max_time_minutes})",
-                ),
-                (
-                    not (self.fit_steps_to_budget and self.max_time_minutes is None),
-                    "train.fit_steps_to_budget needs a time budget: set train.max_time_minutes",
                 ),
                 (
                     self.device in ("auto", "cpu") or self.device.startswith("cuda"),

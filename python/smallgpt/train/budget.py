@@ -77,6 +77,12 @@ class RunLength:
         else:
             self._checkpoint_s = max(self._checkpoint_s, seconds)
 
+    def end_reason(self) -> str:
+        """Why a run that took all its steps stopped, for the summary."""
+        if self.planned and self.steps < self.max_steps:
+            return f"reached the {self.steps} steps planned for the time budget"
+        return f"reached train.max_steps={self.max_steps}"
+
     def due(self, step: int, start_step: int) -> bool:
         """Whether to re-plan after optimizer step `step` of a session that began at
         `start_step` (early and often at first, then every few steps)."""

@@ -90,7 +90,8 @@ def run_length(config: Config) -> RunLength:
     """train.max_steps, or with train.fit_steps_to_budget a length planned from the run's timings
     (max_steps the limit)."""
     t = config.train
-    budget_s = t.max_time_minutes * 60 if t.fit_steps_to_budget else None
+    planned = t.fit_steps_to_budget and t.max_time_minutes is not None
+    budget_s = t.max_time_minutes * 60 if planned else None
     return RunLength(
         t.max_steps,
         budget_s=budget_s,

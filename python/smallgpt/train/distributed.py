@@ -72,6 +72,18 @@ def all_reduce_sum(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return tensor
 
 
+def mean_over_ranks(values: list[float], info: DistInfo) -> list[float]:
+    """The mean of each of `values` over all ranks (collective; the values themselves on one
+    process)."""
+    if not info.enabled:
+        return values
+    nccl = dist.get_backend() == "nccl"  # NCCL reduces CUDA tensors only
+    device = torch.device("cuda", torch.cuda.current_device()) if nccl else None
+    total = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return (total / info.world_size).tolist()
+
+
 def gather_to_all(value: Any, info: DistInfo) -> list[Any]:
     """Every rank's `value` (JSON-like data), in rank order, on every rank."""
     if not info.enabled:

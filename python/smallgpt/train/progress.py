@@ -3,8 +3,9 @@ steps (mean loss, learning rate, throughput, MFU)."""
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from tqdm.auto import tqdm
 
@@ -13,9 +14,14 @@ from smallgpt.train.callbacks import StepResult
 from smallgpt.train.logger import RunLogger
 
 
-def open_progress_bar(total: int, initial: int) -> tqdm:
-    """The training progress bar: steps done of `total`, starting at `initial` (a resumed run)."""
-    return tqdm(
+@contextlib.contextmanager
+def progress_bar(enabled: bool, total: int, initial: int) -> Iterator[tqdm | None]:
+    """The training progress bar while open (None when not `enabled`): steps done of `total`,
+    starting at `initial` (a resumed run)."""
+    if not enabled:
+        yield None
+        return
+    bar = tqdm(
         total=total,
         initial=initial,
         desc="training",
@@ -23,6 +29,10 @@ def open_progress_bar(total: int, initial: int) -> tqdm:
         dynamic_ncols=True,
         bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]",
     )
+    try:
+        yield bar
+    finally:
+        bar.close()
 
 
 class StepLog:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import math
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
@@ -48,11 +47,12 @@ from smallgpt.train.distributed import (
     all_reduce_sum,
     gather_to_all,
     init_distributed,
+    mean_over_ranks,
     shutdown_distributed,
 )
 from smallgpt.train.health import diagnostic_callbacks
 from smallgpt.train.plot import plot_loss_curves
-from smallgpt.train.progress import StepLog, open_progress_bar
+from smallgpt.train.progress import StepLog, progress_bar
 from smallgpt.train.resume import checkpoint_at_or_before, load_for_resume, resolve_resume
 from smallgpt.train.runtime import Runtime, resolve_runtime, seed_everything
 from smallgpt.train.step import TrainingDivergedError, accumulate_gradients, apply_update
@@ -385,10 +385,6 @@ class Trainer:
         for callback in self.callbacks:
             getattr(callback, hook)(self, *args)
 
-    def _mean_over_ranks(self, values: list[float]) -> list[float]:
-        total = all_reduce_sum(torch.tensor(values, device=self.runtime.device), self.dist)
-        return (total / self.dist.world_size).tolist()
-
     def _on_signal(self, name: str) -> None:
         if self._progress is not None:
             self._progress.write(f"{name}: finishing this step, then saving")
@@ -401,7 +397,8 @@ class Trainer:
         """
         self._fit_start = time.perf_counter()
         start_tokens, start_step, length = self.tokens_seen, self.step, self.length
-        with self._stop.signal_handlers(self._on_signal), self._progress_bar():
+        bar = progress_bar(self._show_progress, length.steps, self.step)
+        with self._stop.signal_handlers(self._on_signal), bar as self._progress:
             self._emit("on_train_start")
             tracker = StepLog(
                 logger=self.logger,
@@ -442,16 +439,12 @@ class Trainer:
                     with length.timing("checkpoint"):
                         self.save()
                 if length.due(self.step, start_step) and length.plan(
-                    self.step, self._session_time(), self._mean_over_ranks
+                    self.step, self._session_time(), partial(mean_over_ranks, info=self.dist)
                 ):
                     tracker.max_steps = length.steps
                     if self._progress is not None:
                         self._progress.total = length.steps
-            stop_reason = self._stop.reason or (
-                f"reached the {length.steps} steps planned for the time budget"
-                if length.planned and length.steps < length.max_steps
-                else f"reached train.max_steps={length.max_steps}"
-            )
+            stop_reason = self._stop.reason or length.end_reason()
             last_good = self._stop.last_good_step
             if last_good is not None:
                 self._last_checkpoint = checkpoint_at_or_before(self.run_dir, last_good)
@@ -460,6 +453,7 @@ class Trainer:
                     self.validate()
                 if self._last_saved_step != self.step:
                     self.save()
+        self._progress = None
         self._report_kernel_fallbacks()
         wall = self._session_time()
         summary = self._summary(
@@ -469,19 +463,6 @@ class Trainer:
             (self.run_dir / SUMMARY_FILE).write_text(json.dumps(asdict(summary), indent=1))
         self._emit("on_train_end", summary)
         return summary
-
-    @contextlib.contextmanager
-    def _progress_bar(self) -> Iterator[None]:
-        if not self._show_progress:
-            yield
-            return
-
-        self._progress = open_progress_bar(self.length.steps, self.step)
-        try:
-            yield
-        finally:
-            self._progress.close()
-            self._progress = None
 
     def _summary(self, stop_reason: str, wall: float, tokens_per_s: float) -> TrainSummary:
         ev = self.last_eval if self._last_eval_step == self.step else None
