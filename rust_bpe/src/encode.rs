@@ -128,6 +128,27 @@ impl<'p, 'a> Joiner<'p, 'a> {
     }
 }
 
+/// The integer type ids are written in: u32, or u16 for vocabularies of at most 65536 ids
+/// (half the memory, and numpy's uint16 arrays take the buffer as it is).
+pub trait Id: Copy + Send + Sync {
+    /// `id` in this type; the caller makes sure it fits.
+    fn from_id(id: u32) -> Self;
+}
+
+impl Id for u32 {
+    #[inline(always)]
+    fn from_id(id: u32) -> u32 {
+        id
+    }
+}
+
+impl Id for u16 {
+    #[inline(always)]
+    fn from_id(id: u32) -> u16 {
+        id as u16
+    }
+}
+
 /// Encodes text to ids and decodes ids to bytes for one vocabulary.
 pub struct Encoder {
     pattern: Pattern,
@@ -342,13 +363,14 @@ impl Encoder {
     }
 
     /// Appends the ids of `text` (special token strings as plain text) to `out`.
-    fn encode_ordinary_into(&self, text: &str, out: &mut Vec<u32>, state: &mut EncodeState) {
+    fn encode_ordinary_into<T: Id>(&self, text: &str, out: &mut Vec<T>, state: &mut EncodeState) {
         let EncodeState {
             recent,
             merged,
             merged_ids,
             scratch,
         } = state;
+        let extend = |out: &mut Vec<T>, ids: &[u32]| out.extend(ids.iter().map(|&i| T::from_id(i)));
         // Long pieces that are not tokens are merged once per call; repeats copy the ids they
         // wrote first (their range in `out`).
         let mut seen_long: FxHashMap<&[u8], (usize, usize)> = FxHashMap::default();
@@ -356,30 +378,33 @@ impl Encoder {
         for_each_span(self.pattern, text, |s, e| {
             let piece = &bytes[s..e];
             if piece.len() == 1 {
-                out.push(self.byte_ids[piece[0] as usize]);
+                out.push(T::from_id(self.byte_ids[piece[0] as usize]));
                 return;
             }
             if let Some(key) = pack_at(bytes, s, e) {
                 let slot = recent.slot(key);
                 if recent.keys[slot] == key {
-                    out.push(recent.ids[slot]);
+                    out.push(T::from_id(recent.ids[slot]));
                 } else if let Some(&id) = self.short_ids.get(&key) {
                     recent.keys[slot] = key;
                     recent.ids[slot] = id;
-                    out.push(id);
+                    out.push(T::from_id(id));
                 } else if let Some(&(from, to)) = merged.get(&key) {
-                    out.extend_from_slice(&merged_ids[from..to]);
+                    extend(out, &merged_ids[from..to]);
                 } else {
                     let from = merged_ids.len();
                     self.merge_short(piece, merged_ids, scratch);
-                    out.extend_from_slice(&merged_ids[from..]);
+                    extend(out, &merged_ids[from..]);
                     merged.insert(key, (from, merged_ids.len()));
                 }
             } else if let Some(&(from, to)) = seen_long.get(piece) {
                 out.extend_from_within(from..to);
             } else {
-                let start = out.len();
-                self.encode_piece(piece, out, scratch);
+                // Merged at the end of `merged_ids`, which keeps only short pieces.
+                let (start, from) = (out.len(), merged_ids.len());
+                self.encode_piece(piece, merged_ids, scratch);
+                extend(out, &merged_ids[from..]);
+                merged_ids.truncate(from);
                 seen_long.insert(piece, (start, out.len()));
             }
         });
@@ -447,14 +472,24 @@ impl Encoder {
         out
     }
 
-    /// `encode_with_specials` of each text, in parallel on the current rayon pool. The texts are
-    /// dealt out in runs of similar byte size, a few per thread, and each run is encoded with
-    /// one `EncodeState`, so the caches stay warm from one text to the next.
-    pub fn encode_batch(&self, texts: &[impl AsRef<str> + Sync], allowed: &[u32]) -> Vec<Vec<u32>> {
-        let runs = batch_runs(texts, 4 * rayon::current_num_threads());
-        let encoded: Vec<Vec<Vec<u32>>> = runs
+    /// The ids of each chunk (special strings as plain text), in parallel on the current
+    /// rayon pool. The chunks are dealt out in runs of similar byte size, a few per thread, and
+    /// each run is encoded with one `EncodeState`, so the caches stay warm from one to the next.
+    /// With u16 ids, the vocabulary must have at most 65536 ids.
+    pub fn encode_chunks<T: Id>(&self, chunks: &[&str]) -> Vec<Vec<T>> {
+        let runs = batch_runs(chunks, 4 * rayon::current_num_threads());
+        let encoded: Vec<Vec<Vec<T>>> = runs
             .par_iter()
-            .map(|&(_, run)| self.with_state(|state| self.encode_run(run, allowed, state)))
+            .map(|&(_, run)| {
+                self.with_state(|state| {
+                    let ids = |chunk: &&str| {
+                        let mut out = Vec::with_capacity(chunk.len() / 4 + 1);
+                        self.encode_ordinary_into(chunk, &mut out, state);
+                        out
+                    };
+                    run.iter().map(ids).collect()
+                })
+            })
             .collect();
         encoded.into_iter().flatten().collect()
     }
@@ -569,20 +604,23 @@ impl Encoder {
     }
 
     /// Encodes `text` (special strings as plain text) on the current rayon pool, in chunks cut
-    /// where pre-tokenization allows, so the ids equal `encode_ordinary(text)`.
-    pub fn encode_ordinary_parallel(&self, text: &str) -> Vec<u32> {
+    /// where pre-tokenization allows, so the ids equal `encode_ordinary(text)`. With u16 ids,
+    /// the vocabulary must have at most 65536 ids.
+    pub fn encode_ordinary_parallel<T: Id>(&self, text: &str) -> Vec<T> {
         let threads = rayon::current_num_threads();
-        if threads == 1 {
-            return self.encode_ordinary(text);
-        }
         // A few chunks per thread balance the load; larger chunks keep the piece caches warm.
         let target = PARALLEL_CHUNK.max(text.len() / (4 * threads));
         let mut chunks = Vec::new();
-        split_at_safe_cuts(self.pattern, text, target, &mut chunks);
-        if chunks.len() == 1 {
-            return self.encode_ordinary(text);
+        if threads > 1 {
+            split_at_safe_cuts(self.pattern, text, target, &mut chunks);
         }
-        self.encode_batch(&chunks, &[]).concat()
+        if chunks.len() <= 1 {
+            // Written straight into the result.
+            let mut out = Vec::with_capacity(text.len() / 4 + 1);
+            self.with_state(|state| self.encode_ordinary_into(text, &mut out, state));
+            return out;
+        }
+        self.encode_chunks(&chunks).concat()
     }
 
     /// Appends the ids of one pre-token piece.
@@ -835,8 +873,18 @@ mod tests {
             .build()
             .expect("a test pool");
         let text = SHAKESPEARE.repeat(3);
-        let parallel = pool.install(|| encoder.encode_ordinary_parallel(&text));
-        assert_eq!(parallel, encoder.encode_ordinary(&text));
+        let sequential = encoder.encode_ordinary(&text);
+        let parallel: Vec<u32> = pool.install(|| encoder.encode_ordinary_parallel(&text));
+        assert_eq!(parallel, sequential);
+        // Written as u16 from the start: the same ids.
+        let narrow: Vec<u16> = pool.install(|| encoder.encode_ordinary_parallel(&text));
+        assert!(narrow
+            .iter()
+            .map(|&i| i as u32)
+            .eq(sequential.iter().copied()));
+        let one: Vec<u16> = encoder.encode_ordinary_parallel(&SHAKESPEARE[..100_000]);
+        let expected = encoder.encode_ordinary(&SHAKESPEARE[..100_000]);
+        assert!(one.iter().map(|&i| i as u32).eq(expected));
         let mut chunks = Vec::new();
         split_at_safe_cuts(Pattern::Gpt2, &text, 10_000, &mut chunks);
         assert!(chunks.len() > 100);

@@ -45,7 +45,7 @@ pub fn encode_file(
     for_each_batch(file, pattern, batch_bytes(), |text, done| {
         let mut chunks = Vec::new();
         split_at_safe_cuts(pattern, text, PARALLEL_CHUNK, &mut chunks);
-        let ids = encoder.encode_batch(&chunks, &[]);
+        let ids = encoder.encode_chunks::<u32>(&chunks);
         let mut bytes_done = done;
         for (chunk, chunk_ids) in chunks.iter().zip(&ids) {
             bytes_done += chunk.len() as u64;

@@ -289,9 +289,14 @@ impl BpeCore {
         text: &str,
         num_threads: Option<usize>,
     ) -> PyResult<Py<PyAny>> {
-        let ids =
-            py.detach(|| on_pool(num_threads, || self.encoder.encode_ordinary_parallel(text)))?;
-        Ok(self.to_numpy(py, ids))
+        let encoder = &self.encoder;
+        Ok(if encoder.vocab_size() <= 1 << 16 {
+            let ids = py.detach(|| on_pool(num_threads, || encoder.encode_ordinary_parallel(text)));
+            Vec::<u16>::into_pyarray(ids?, py).into_any().unbind()
+        } else {
+            let ids = py.detach(|| on_pool(num_threads, || encoder.encode_ordinary_parallel(text)));
+            Vec::<u32>::into_pyarray(ids?, py).into_any().unbind()
+        })
     }
 
     /// Ids of a UTF-8 file's text as a numpy array (see `encode_to_numpy`), read in
@@ -384,17 +389,6 @@ impl BpeCore {
         let id = checked_ids(&[id], self.encoder.vocab_size())?[0];
         let bytes = self.encoder.id_to_bytes(id).map_err(value_error)?;
         Ok(PyBytes::new(py, bytes))
-    }
-}
-
-impl BpeCore {
-    fn to_numpy(&self, py: Python<'_>, ids: Vec<u32>) -> Py<PyAny> {
-        if self.encoder.vocab_size() <= 1 << 16 {
-            let narrow: Vec<u16> = ids.iter().map(|&i| i as u16).collect();
-            narrow.into_pyarray(py).into_any().unbind()
-        } else {
-            ids.into_pyarray(py).into_any().unbind()
-        }
     }
 }
 
