@@ -311,7 +311,12 @@ class Tokenizer:
         add_special_tokens: bool = False,
         allowed_special: Literal["all"] | Iterable[str] = (),
     ) -> list[list[int]]:
-        """`encode` of each text, in parallel on `num_threads` threads (None: all cores)."""
+        """`encode` of each text, in parallel on `num_threads` threads (None: all cores).
+
+        A text much larger than its share of the batch (and holding none of the allowed special
+        tokens) is encoded in parts on several threads, so a few large texts use every core;
+        the ids are those of `encode`.
+        """
         if isinstance(texts, str):
             raise TypeError("texts must be a collection of str, not a single str")
         texts = texts if isinstance(texts, list) else list(texts)
