@@ -62,7 +62,7 @@ CANDIDATES: dict[str, dict[str, list[Shape]]] = {
         "attention_forward": [(128, 64, 8, 3)],
         "attention_forward_dropout": [(64, 32, 8, 3)],
         "attention_backward_kv": [(128, 32, 8, 3)],
-        "attention_backward_kv_dropout": [(32, 32, 4, 2)],
+        "attention_backward_kv_dropout": [(32, 32, 4, 3)],
         "attention_backward_q": [(128, 32, 8, 3)],
         "attention_backward_q_dropout": [(128, 32, 8, 3)],
     },

@@ -3,7 +3,7 @@
 Imported only when a kernel runs (see `_support`). One program handles one row of logits: a first
 sweep keeps a running max and sum of exponentials (online softmax), a second sweep writes the
 gradient. A row that fits in one block is read from memory once and both sweeps run on registers;
-longer rows are swept in blocks of 4096 by small programs (64 registers a thread, several resident
+longer rows are swept in blocks of 4096 by small programs (about 32 registers a thread, several resident
 per SM to hide memory latency), whose second sweep mostly re-reads the row from L2.
 """
 
@@ -133,7 +133,8 @@ def block_and_warps(n_cols: int) -> tuple[int, int, bool]:
     block = triton.next_power_of_2(n_cols)
     if block <= SINGLE_MAX:
         return block, max(1, min(8, block // 512)), True
-    return LOOP_BLOCK, 8, False
+    # 16 warps: with 8, sm_90's fp16 build of the gradient sweep needs a stack frame (compile report)
+    return LOOP_BLOCK, 16, False
 
 
 def cross_entropy_rows(
@@ -179,7 +180,7 @@ def scale_rows(grad: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """grad (N, V) * scale, with scale 0-d or (N,) (any stride), computed in fp32, in grad's dtype."""
     out = torch.empty_like(grad)
     n_rows, n_cols = grad.shape
-    block = min(triton.next_power_of_2(n_cols), LOOP_BLOCK)
+    block, warps = scale_launch(n_cols)
     _scale_rows_kernel[(n_rows,)](
         grad,
         grad.stride(0),
@@ -189,6 +190,12 @@ def scale_rows(grad: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         scale.stride(0) if scale.dim() else 0,
         n_cols,
         BLOCK_V=block,
-        num_warps=max(1, min(8, block // 512)),
+        num_warps=warps,
     )
     return out
+
+
+def scale_launch(n_cols: int) -> tuple[int, int]:
+    """(BLOCK_V, num_warps) of `scale_rows` for rows of n_cols columns."""
+    block = min(triton.next_power_of_2(n_cols), LOOP_BLOCK)
+    return block, max(1, min(8, block // 512))

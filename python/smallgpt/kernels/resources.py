@@ -134,7 +134,7 @@ def _cross_entropy_jobs(arch: str, dtype: str) -> Iterator[Job]:
             yield Job(
                 name, None, dtype, arch, config, "_cross_entropy_kernel", constexprs, warps, 3
             )
-    _, warps, _ = ce.block_and_warps(ce.LOOP_BLOCK * 2)
+    _, warps = ce.scale_launch(ce.LOOP_BLOCK * 2)
     config = {"BLOCK_V": ce.LOOP_BLOCK, "num_warps": warps, "num_stages": 3}
     constexprs = {"BLOCK_V": ce.LOOP_BLOCK}
     yield Job("cross_entropy_scale_rows", None, dtype, arch, config, "_scale_rows_kernel",
