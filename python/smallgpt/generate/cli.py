@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,6 +28,7 @@ import torch
 from smallgpt.checkpoint.resolve import load_for_inference
 from smallgpt.checkpoint.store import CheckpointError
 from smallgpt.generate.decoding import _encode_prompt, iter_generate
+from smallgpt.model.gpt import SmallGPT
 from smallgpt.model.precision import (
     INFERENCE_DTYPES,
     resolve_inference_dtype,
@@ -34,12 +36,38 @@ from smallgpt.model.precision import (
 )
 
 
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """Add the options saying which model to load and how (`--checkpoint`, `--device`,
+    `--tokenizer`, `--dtype`); `python -m smallgpt.serve` shares them."""
+    parser.add_argument("--checkpoint", required=True, help="checkpoint or run directory")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--tokenizer", help="tokenizer JSON, if the checkpoint has none")
+    parser.add_argument(
+        "--dtype",
+        choices=INFERENCE_DTYPES,
+        default="fp32",
+        help="weights: fp32 (default), bf16, int8 (weight-only, CPU) or auto (bf16 where the "
+        "hardware has it, else fp32)",
+    )
+
+
+def load_model_from_options(args: argparse.Namespace) -> tuple[SmallGPT, Any, Path, str]:
+    """`(model in eval mode in the precision asked, its tokenizer, the checkpoint directory,
+    that precision)` for the options of `add_model_options`. Raises CheckpointError, OSError or
+    ValueError as `load_for_inference` and `resolve_inference_dtype` do."""
+    model, tokenizer, path = load_for_inference(
+        args.checkpoint, device=args.device, tokenizer_file=args.tokenizer
+    )
+    dtype = resolve_inference_dtype(args.dtype, model.transformer.wte.weight.device)
+    return to_inference_dtype(model, dtype), tokenizer, path, dtype
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m smallgpt.generate",
         description="Generate text from a trained checkpoint.",
     )
-    parser.add_argument("--checkpoint", required=True, help="checkpoint or run directory")
+    add_model_options(parser)
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--prompt", help="prompt text; '-' reads it from stdin")
     source.add_argument("--prompt-file", metavar="FILE", help="one prompt per non-empty line")
@@ -50,15 +78,6 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, help="sample j uses seed + j (reproducible)")
     parser.add_argument("--num-samples", type=int, default=1, help="samples per prompt")
     parser.add_argument("--stream", action="store_true", help="print tokens as they come")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--tokenizer", help="tokenizer JSON, if the checkpoint has none")
-    parser.add_argument(
-        "--dtype",
-        choices=INFERENCE_DTYPES,
-        default="fp32",
-        help="weights: fp32 (default), bf16, int8 (weight-only, CPU) or auto (bf16 where the "
-        "hardware has it, else fp32)",
-    )
     return parser
 
 
@@ -138,11 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _check_options(args)
         prompts = read_prompts(args.prompt, args.prompt_file)
-        model, tokenizer, path = load_for_inference(
-            args.checkpoint, device=args.device, tokenizer_file=args.tokenizer
-        )
-        dtype = resolve_inference_dtype(args.dtype, model.transformer.wte.weight.device)
-        to_inference_dtype(model, dtype)
+        model, tokenizer, path, dtype = load_model_from_options(args)
         print(f"checkpoint {path} ({dtype})", file=sys.stderr)
         several = len(prompts) * args.num_samples > 1
         for p, prompt in enumerate(prompts):

@@ -19,13 +19,8 @@ from collections.abc import Sequence
 
 import torch
 
-from smallgpt.checkpoint.resolve import load_for_inference
 from smallgpt.checkpoint.store import CheckpointError
-from smallgpt.model.precision import (
-    INFERENCE_DTYPES,
-    resolve_inference_dtype,
-    to_inference_dtype,
-)
+from smallgpt.generate.cli import add_model_options, load_model_from_options
 from smallgpt.serve.server import EXTRA_HINT, create_app
 
 
@@ -34,22 +29,13 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m smallgpt.serve",
         description="Serve a trained checkpoint over OpenAI's completions API, with a web page.",
     )
-    parser.add_argument("--checkpoint", required=True, help="checkpoint or run directory")
+    add_model_options(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="default 8000")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--max-batch", type=int, default=16, help="sequences per step (16)")
     parser.add_argument("--max-queue", type=int, default=64, help="waiting sequences (64)")
     parser.add_argument("--api-key", help="required bearer token (default: $SMALLGPT_API_KEY)")
     parser.add_argument("--model-name", default="smallgpt", help="the model id (smallgpt)")
-    parser.add_argument("--tokenizer", help="tokenizer JSON, if the checkpoint has none")
-    parser.add_argument(
-        "--dtype",
-        choices=INFERENCE_DTYPES,
-        default="fp32",
-        help="weights: fp32 (default), bf16, int8 (weight-only, CPU) or auto (bf16 where the "
-        "hardware has it, else fp32)",
-    )
     return parser
 
 
@@ -64,11 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if not 0 <= args.port <= 65535:
             raise ValueError(f"--port must be in [0, 65535], got {args.port}")
-        model, tokenizer, path = load_for_inference(
-            args.checkpoint, device=args.device, tokenizer_file=args.tokenizer
-        )
-        dtype = resolve_inference_dtype(args.dtype, model.transformer.wte.weight.device)
-        to_inference_dtype(model, dtype)
+        model, tokenizer, path, dtype = load_model_from_options(args)
         app = create_app(
             model,
             tokenizer,
