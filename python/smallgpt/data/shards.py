@@ -20,10 +20,17 @@ from smallgpt import _bpe
 from smallgpt.checkpoint.store import sha256_file
 from smallgpt.corpus.chunks import Chunk, read_chunks
 from smallgpt.corpus.sources import Piece, Source, resolve_sources
+from smallgpt.data.prepare_state import (
+    PENDING_FILE,
+    SPLITS,
+    STATE_FILE,
+    STATE_VERSION,
+    empty_state,
+    why_not_resume,
+)
 
 SHARD_FORMAT = "smallgpt-token-shards"
 SHARD_VERSION = 1
-SPLITS = ("train", "val")
 _DTYPES = {"uint16": np.uint16, "uint32": np.uint32}
 
 
@@ -36,9 +43,6 @@ def _check_split(split: str) -> str:
 _COPY_CHUNK = 1 << 22  # tokens per copy step: bounds memory whatever the document size
 _CHUNK_CHARS = 8 << 20  # text characters per chunk: the unit of work and of resuming
 _PIECE_CHARS = 1 << 20  # a text file's document is encoded in pieces of about this size
-STATE_FILE = "prepare_state.json"
-_STATE_VERSION = 1
-_PENDING = "pending.bin.partial"
 _MASK64 = (1 << 64) - 1
 
 
@@ -108,17 +112,6 @@ class _TokenFile:
         os.fsync(self.file.fileno())
 
 
-def _empty_state(sources: list[Source]) -> dict:
-    split = {"tokens": 0, "text_bytes": 0, "documents": 0}
-    return {
-        "chunks_done": 0,
-        "splits": {name: dict(split) for name in SPLITS},
-        "pending_tokens": 0,
-        "skipped_records": 0,
-        "sources": [{"tokens": 0, "documents": 0} for _ in sources],
-    }
-
-
 def _write_json_atomic(path: Path, data: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", encoding="utf-8") as f:
@@ -126,36 +119,6 @@ def _write_json_atomic(path: Path, data: Any) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-
-
-def _why_not_resume(saved: Any, header: dict, out: Path, itemsize: int) -> str | None:
-    """Why the saved state cannot be continued (None: it can)."""
-    if not isinstance(saved, dict) or saved.get("version") != _STATE_VERSION:
-        return f"{STATE_FILE} is from another smallgpt version"
-    if saved.get("tokenizer_sha256") != header["tokenizer_sha256"]:
-        return "the tokenizer changed"
-    if saved.get("options") != header["options"]:
-        changed = [k for k, v in header["options"].items() if saved["options"].get(k) != v]
-        return f"the options changed ({', '.join(changed) or 'their set'})"
-    old, new = saved.get("inputs", []), header["inputs"]
-    for before, now in zip(old, new):
-        if before != now:
-            return f"input {now.get('path', now.get('name'))} changed (size, mtime or content)"
-    if len(old) != len(new):
-        return f"the inputs changed ({len(old)} before, {len(new)} now)"
-    state = saved["state"]
-    sizes = {name: state["splits"][name]["tokens"] for name in SPLITS}
-    sizes["pending"] = state["pending_tokens"]
-    for name, tokens in sizes.items():
-        path = out / (_PENDING if name == "pending" else f"{name}.bin.partial")
-        if state.get("finished"):
-            if name == "pending":
-                continue  # not needed any more
-            if not path.is_file():
-                path = out / f"{name}.bin"
-        if not path.is_file() or path.stat().st_size < tokens * itemsize:
-            return f"{path.name} is missing or shorter than the saved state says"
-    return None
 
 
 def _start_state(
@@ -168,15 +131,15 @@ def _start_state(
             saved = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             saved = None
-        why = _why_not_resume(saved, header, out, itemsize)
+        why = why_not_resume(saved, header, out, itemsize)
         if why is None:
             state = saved["state"]
             log(f"resuming the preparation in {out} after chunk {state['chunks_done']}")
             return state
         log(f"starting the preparation in {out} over: {why}")
-    for name in (*(f"{n}.bin.partial" for n in SPLITS), _PENDING):
+    for name in (*(f"{n}.bin.partial" for n in SPLITS), PENDING_FILE):
         (out / name).write_bytes(b"")
-    state = _empty_state(sources)
+    state = empty_state(sources)
     _write_json_atomic(path, {**header, "state": state})
     return state
 
@@ -209,7 +172,7 @@ class _Preparation:
             )
             for name in SPLITS
         }
-        self.pending = (out / _PENDING).open("r+b")
+        self.pending = (out / PENDING_FILE).open("r+b")
         self.pending.truncate(state["pending_tokens"] * self.dtype.itemsize)
         self.pending.seek(0, os.SEEK_END)
         self.workers = os.cpu_count() or 1
@@ -369,7 +332,7 @@ def prepare_shards(
         "piece_chars": _PIECE_CHARS,
     }
     header = {
-        "version": _STATE_VERSION,
+        "version": STATE_VERSION,
         "inputs": [s.fingerprint() for s in sources],
         "tokenizer_sha256": sha256_file(out / "tokenizer.json"),
         "options": options,
@@ -463,7 +426,7 @@ def _finish(
     }
     _write_json_atomic(out / "meta.json", meta)
     (out / STATE_FILE).unlink(missing_ok=True)
-    (out / _PENDING).unlink(missing_ok=True)
+    (out / PENDING_FILE).unlink(missing_ok=True)
     return meta
 
 
