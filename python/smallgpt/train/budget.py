@@ -77,6 +77,17 @@ class RunLength:
         else:
             self._checkpoint_s = max(self._checkpoint_s, seconds)
 
+    @property
+    def step_seconds(self) -> float | None:
+        """The planned-from time of one step (None before any step was timed)."""
+        return statistics.median(self._step_times) if self._step_times else None
+
+    def resume(self, step_seconds: float | None) -> None:
+        """Continue after a checkpoint whose session timed steps at `step_seconds`: plans start
+        from it (this session's own steps soon take over) instead of from train.max_steps."""
+        if step_seconds is not None and step_seconds > 0:
+            self._step_times.append(step_seconds)
+
     def end_reason(self) -> str:
         """Why a run that took all its steps stopped, for the summary."""
         if self.planned and self.steps < self.max_steps:
@@ -102,7 +113,7 @@ class RunLength:
         plans the same length."""
         if not self.planned:
             return False
-        step_s = statistics.median(self._step_times) if self._step_times else math.nan
+        step_s = math.nan if self.step_seconds is None else self.step_seconds
         validation_s = math.nan if self._validation_s is None else self._validation_s
         step_s, validation_s, checkpoint_s, elapsed_s = mean_over_ranks(
             [step_s, validation_s, self._checkpoint_s, elapsed_s]

@@ -173,7 +173,7 @@ class Trainer:
             "val_loss": None if self.last_eval is None else self.last_eval.loss,
             "val_step": self._last_eval_step,
             "train_time_s": self._prior_train_time_s + self._session_time(),
-            "planned_steps": self.length.steps,
+            "step_seconds": self.length.step_seconds,
             "world_size": self.dist.world_size,
             "data": self.batches.state_dict(),
             "rng": gather_to_all(capture_rng_state(), self.dist),
@@ -197,8 +197,9 @@ class Trainer:
         best = state["best_val_loss"]
         self.best_val_loss = math.inf if best is None else best
         self._prior_train_time_s = state["train_time_s"]
-        if self.length.planned:  # the schedule continues over the interrupted session's plan
-            self.length.steps = min(self.length.max_steps, state.get("planned_steps", self.step))
+        if self.length.planned:  # this session's budget, planned from the last one's step time
+            self.length.resume(state.get("step_seconds"))
+            self.length.plan(self.step, 0.0, partial(mean_over_ranks, info=self.dist))
         self._last_saved_step = self.step
         self._last_checkpoint = path
 
