@@ -22,7 +22,7 @@ from smallgpt.checkpoint.resolve import load_for_inference
 from smallgpt.generate.decoding import _encode_prompt, generate
 from smallgpt.serve.cli import _parser
 from smallgpt.serve.scheduler import SamplingParams, Scheduler, Sequence
-from smallgpt.serve.server import _Choice, _events, create_app
+from smallgpt.serve.server import _Choice, _events, _Inbox, create_app
 
 PROMPTS = ["ROMEO:", "First Citizen:\nWe", "KING", "O, ", "", "What say you", "Thou art",
            "My lord,", "JULIET:\n", "To be", "The ", "Go"]
@@ -335,8 +335,8 @@ def test_a_client_that_goes_away_cancels_its_sequences(run):
 
     async def drain():
         # no token ever arrives; the wait times out, finds the client gone, and gives up
-        return [e async for e in _events(asyncio.Queue(), [_Choice(tokenizer, [])] * 2,
-                                         sequences, Gone())]
+        inbox = _Inbox(asyncio.get_running_loop())
+        return [e async for e in _events(inbox, [_Choice(tokenizer, [])] * 2, sequences, Gone())]
 
     assert asyncio.run(asyncio.wait_for(drain(), timeout=10)) == []
     assert all(seq.cancelled for seq in sequences)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
@@ -72,17 +74,26 @@ def sample_next_token(
     top_k: int | None = None,
     top_p: float | None = None,
     min_p: float | None = None,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | Sequence[torch.Generator | None] | None = None,
 ) -> Tensor:
-    """Sample one id per row of `logits` (..., vocab): LongTensor (..., 1).
+    """Sample one id per row of `logits` (vocab,) or (batch, vocab): LongTensor (..., 1).
 
     temperature 0 is greedy (argmax); otherwise logits are divided by temperature, then filtered
-    by top_k, top_p and min_p (those given), and sampled with `generator`. Raises ValueError for
-    a negative temperature or out-of-range filter values.
+    by top_k, top_p and min_p (those given), and sampled with `generator`: one for every row, or
+    a list of one per row of 2-D logits (None: the global RNG), so a row with its own generator
+    draws what it would draw alone. Raises ValueError for a negative temperature, out-of-range
+    filter values, a generator list of the wrong length, or logits that give no distribution
+    (NaN, or a row all -inf).
     """
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature!r}")
     logits = _check_logits(logits)
+    per_row = generator is not None and not isinstance(generator, torch.Generator)
+    if per_row and (logits.dim() != 2 or len(generator) != logits.size(0)):
+        raise ValueError(
+            f"a list of generators needs one per row of 2-D logits, got {len(generator)} for "
+            f"logits of shape {tuple(logits.shape)}"
+        )
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)
     logits = logits / temperature
@@ -92,7 +103,20 @@ def sample_next_token(
         logits = top_p_filter(logits, top_p)
     if min_p is not None:
         logits = min_p_filter(logits, min_p)
-    return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator)
+    probs = logits.softmax(dim=-1)
+    if bool(probs.isnan().any()):
+        raise ValueError("the logits give no distribution to sample (NaN, or a row all -inf)")
+    # The exponential race: with q_i = -log(u_i) ~ Exp(1) drawn independently, argmax(p_i / q_i)
+    # is id i with probability p_i. Each row's uniforms can come from its own generator, so rows
+    # are sampled together yet each as if alone (uniform_ then log is ~4x cheaper than
+    # exponential_; u = 0 makes q infinite, which only sits that id out of a 2**-24 chance).
+    noise = torch.empty_like(probs)
+    if per_row:
+        for row, row_generator in zip(noise, generator):
+            row.uniform_(generator=row_generator)
+    else:
+        noise.uniform_(generator=generator)
+    return (probs / noise.log_().neg_()).argmax(dim=-1, keepdim=True)
 
 
 def top_k_sampling(

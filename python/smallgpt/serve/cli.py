@@ -2,12 +2,14 @@
 
     python -m smallgpt.serve --checkpoint runs/demo [--host 127.0.0.1] [--port 8000]
         [--device auto] [--max-batch 16] [--max-queue 64] [--api-key KEY]
-        [--dtype {fp32,bf16,int8,auto}]
+        [--dtype {fp32,bf16,int8,auto}] [--threads N]
 
 Serves OpenAI's completions API (`POST /v1/completions`, `GET /v1/models`), `GET /health` and a
 page to try the model at `/`. Binds to 127.0.0.1 unless `--host` says otherwise. With
 `--api-key` (or the SMALLGPT_API_KEY environment variable) every request but `/health` and the
 page needs `Authorization: Bearer KEY`. `--dtype` is `python -m smallgpt.generate`'s (fp32 default).
+`--threads` sets torch's intra-op threads of the decoding thread (default: torch's, which follows
+OMP_NUM_THREADS); the HTTP event loop runs on a thread of its own beside them.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-batch", type=int, default=16, help="sequences per step (16)")
     parser.add_argument("--max-queue", type=int, default=64, help="waiting sequences (64)")
     parser.add_argument("--api-key", help="required bearer token (default: $SMALLGPT_API_KEY)")
+    parser.add_argument("--threads", type=int, help="torch threads for decoding (torch's default)")
     parser.add_argument("--model-name", default="smallgpt", help="the model id (smallgpt)")
     return parser
 
@@ -50,6 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if not 0 <= args.port <= 65535:
             raise ValueError(f"--port must be in [0, 65535], got {args.port}")
+        if args.threads is not None and args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
         model, tokenizer, path, dtype = load_model_from_options(args)
         app = create_app(
             model,
@@ -58,6 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_batch=args.max_batch,
             max_queue=args.max_queue,
             api_key=args.api_key or os.environ.get("SMALLGPT_API_KEY") or None,
+            num_threads=args.threads,
         )
     except (CheckpointError, OSError, ValueError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -1,10 +1,12 @@
 """Continuous batching: concurrent sequences share each decoding step's forward pass.
 
-Waiting sequences are admitted into the running batch at step boundaries (their prompt is
-prefilled alone, then its keys/values move into a free slot of a shared pool) and finished ones
-are retired, so a slot frees the moment its sequence ends. Every slot keeps its own length, so
-each sequence has its own positions. Sampling is `smallgpt.generate`'s `sample_next_token` with
-one generator per seeded sequence, which makes a seeded sequence independent of its batch mates.
+Waiting sequences are admitted into the running batch at step boundaries (the prompts admitted
+together are prefilled in one right-padded forward pass, then each one's keys/values move into a
+free slot of a shared pool) and finished ones are retired, so a slot frees the moment its
+sequence ends. Every slot keeps its own length, so each sequence has its own positions. Sampling
+is `smallgpt.generate`'s `sample_next_token`, one call for all sequences with the same settings,
+with one generator per seeded sequence, which makes a seeded sequence independent of its batch
+mates.
 """
 
 from __future__ import annotations
@@ -139,20 +141,36 @@ class _Running:
     token: int = -1
 
 
+def _settings(params: SamplingParams) -> tuple:
+    """What sequences sampled in one `sample_next_token` call must share."""
+    return params.temperature, params.top_k, params.top_p, params.min_p
+
+
 class Scheduler:
     """Runs sequences on `model` in a background thread, up to `max_batch` at a time.
 
     `submit` queues sequences (at most `max_queue` wait); `start`/`stop` run and end the loop.
+    The loop's thread runs torch with `num_threads` intra-op threads (default: the creating
+    thread's `torch.get_num_threads()`; OpenMP's count is per thread, so it is set there).
     Prompts must fit the context with their max_tokens (the server checks it).
     """
 
     def __init__(
-        self, model: SmallGPT, *, eos_token_id: int | None, max_batch: int = 16, max_queue: int = 64
+        self,
+        model: SmallGPT,
+        *,
+        eos_token_id: int | None,
+        max_batch: int = 16,
+        max_queue: int = 64,
+        num_threads: int | None = None,
     ) -> None:
         if max_batch < 1 or max_queue < 1:
             raise ValueError(f"max_batch and max_queue must be >= 1, got {max_batch}, {max_queue}")
+        if num_threads is not None and num_threads < 1:
+            raise ValueError(f"num_threads must be >= 1, got {num_threads}")
         self.model, self.eos = model.eval(), eos_token_id
         self.max_batch, self.max_queue = max_batch, max_queue
+        self.num_threads = torch.get_num_threads() if num_threads is None else num_threads
         self.device = model.transformer.wte.weight.device
         self.pool = _SlotPool(model, max_batch)
         self.free = list(range(max_batch))
@@ -193,6 +211,7 @@ class Scheduler:
         self.running.clear()
 
     def _loop(self) -> None:
+        torch.set_num_threads(self.num_threads)
         while True:
             with self._wake:
                 while not (self._stopping or self.waiting or self.running):
@@ -200,8 +219,7 @@ class Scheduler:
                 if self._stopping:
                     return
             try:
-                with torch.no_grad():
-                    self.step()
+                self.step()
             except (RuntimeError, ValueError) as error:  # e.g. out of memory: fail the batch, serve on
                 for run in self.running:
                     self._retire(run, f"error: {error}")
@@ -210,74 +228,100 @@ class Scheduler:
     def step(self) -> None:
         """One step boundary: admit, sample one token for every running sequence, retire, and
         run the batched forward pass that gives the next logits."""
-        self._admit()
-        survivors = []
-        for run in self.running:
-            reason = self._sample(run)
-            if reason is None:
-                survivors.append(run)
-            else:
-                self._retire(run, reason)
-        self.running = survivors
-        if survivors:
-            self._forward(survivors)
+        with torch.inference_mode():
+            self._admit()
+            survivors = []
+            for run, reason in zip(self.running, self._sample(self.running)):
+                if reason is None:
+                    survivors.append(run)
+                else:
+                    self._retire(run, reason)
+            self.running = survivors
+            if survivors:
+                self._forward(survivors)
         self.steps += 1
 
     def _admit(self) -> None:
-        while self.free:
-            with self._wake:
-                if not self.waiting:
-                    return
-                seq = self.waiting.popleft()
+        admitted = []
+        with self._wake:
+            while self.waiting and len(admitted) < len(self.free):
+                admitted.append(self.waiting.popleft())
+        for seq in admitted:
             if seq.cancelled:
                 seq.on_finish("cancelled")
-                continue
-            slot = min(self.free)  # the lowest: running slots stay packed, few free ones between
-            self.free.remove(slot)
-            try:
-                logits = self._prefill(seq.prompt_ids, slot)
-            except (RuntimeError, ValueError) as error:  # a bad sequence must not stop the others
-                self.free.append(slot)
-                seq.on_finish(f"error: {error}")
-                continue
-            seed = seq.params.seed
-            generator = None
-            if seed is not None:
-                generator = torch.Generator(device=self.device).manual_seed(seed)
-            self.running.append(_Running(seq, slot, generator, logits))
+        admitted = [seq for seq in admitted if not seq.cancelled]
+        if not admitted:
+            return
+        # The lowest free slots: running slots stay packed, few free ones between.
+        slots = sorted(self.free)[: len(admitted)]
+        try:
+            groups = [(admitted, slots, self._prefill([s.prompt_ids for s in admitted], slots))]
+        except (RuntimeError, ValueError):  # prompt by prompt, so a bad one fails alone
+            groups = []
+            for seq, slot in zip(admitted, slots):
+                try:
+                    groups.append(([seq], [slot], self._prefill([seq.prompt_ids], [slot])))
+                except (RuntimeError, ValueError) as error:
+                    seq.on_finish(f"error: {error}")
+        for seqs, group_slots, logits in groups:
+            for row, (seq, slot) in enumerate(zip(seqs, group_slots)):
+                self.free.remove(slot)
+                seed = seq.params.seed
+                generator = None
+                if seed is not None:
+                    generator = torch.Generator(device=self.device).manual_seed(seed)
+                self.running.append(_Running(seq, slot, generator, logits[row : row + 1]))
 
-    def _prefill(self, prompt: list[int], slot: int) -> Tensor:
-        """Run the prompt alone (as `iter_generate` does), keep its keys/values in `slot`."""
-        cache = self.model.new_kv_cache(1, len(prompt))
-        ids = torch.tensor([prompt], dtype=torch.long, device=self.device)
-        hidden = self.model.hidden(ids, kv_cache=cache)
-        n = len(prompt)
-        self.pool.k[:, slot, :, :n] = cache.k[:, 0]
-        self.pool.v[:, slot, :, :n] = cache.v[:, 0]
-        self.pool.lengths[slot] = n
-        return self.model.logits(hidden[:, -1])
+    def _prefill(self, prompts: list[list[int]], slots: list[int]) -> Tensor:
+        """Run the prompts as one batch, each keeping its keys/values in its slot; returns their
+        next-token logits (len(prompts), vocab).
 
-    def _sample(self, run: _Running) -> str | None:
-        """Sample `run`'s next token and hand it on; the finish reason, or None to go on."""
-        seq, p = run.seq, run.seq.params
-        if seq.cancelled:
-            return "cancelled"
-        token = int(
-            sample_next_token(
-                run.logits,
-                temperature=p.temperature,
-                top_k=p.top_k,
-                top_p=p.top_p,
-                min_p=p.min_p,
-                generator=run.generator,
+        Prompts are right-padded: under the causal mask a real token never sees the padding
+        after it, so each prompt's keys/values and logits are those of running it alone.
+        """
+        lengths = [len(p) for p in prompts]
+        ids = torch.zeros(len(prompts), max(lengths), dtype=torch.long)
+        for row, prompt in enumerate(prompts):
+            ids[row, : len(prompt)] = torch.tensor(prompt)
+        cache = self.model.new_kv_cache(len(prompts), max(lengths))
+        hidden = self.model.hidden(ids.to(self.device), kv_cache=cache)
+        for row, (slot, n) in enumerate(zip(slots, lengths)):
+            self.pool.k[:, slot, :, :n] = cache.k[:, row, :, :n]
+            self.pool.v[:, slot, :, :n] = cache.v[:, row, :, :n]
+            self.pool.lengths[slot] = n
+        last = torch.tensor(lengths, device=self.device) - 1
+        return self.model.logits(hidden[torch.arange(len(prompts), device=self.device), last])
+
+    def _sample(self, runs: list[_Running]) -> list[str | None]:
+        """Sample every run's next token and hand it on, one `sample_next_token` call per group of
+        equal settings; returns each run's finish reason, or None to go on."""
+        reasons: list[str | None] = ["cancelled" if r.seq.cancelled else None for r in runs]
+        groups: dict[tuple, list[int]] = {}
+        for index, run in enumerate(runs):
+            if reasons[index] is None:
+                groups.setdefault(_settings(run.seq.params), []).append(index)
+        for (temperature, top_k, top_p, min_p), indices in groups.items():
+            group = [runs[i] for i in indices]
+            generators = [r.generator for r in group]
+            logits = group[0].logits if len(group) == 1 else torch.cat([r.logits for r in group])
+            tokens = sample_next_token(
+                logits,
+                temperature=temperature,
+                top_k=top_k,
+                top_p=top_p,
+                min_p=min_p,
+                generator=None if all(g is None for g in generators) else generators,
             )
-        )
-        run.token = token
-        seq.generated += 1
-        seq.on_token(token)
-        if token == self.eos:
-            return "stop"
-        return "length" if seq.generated >= p.max_tokens else None
+            for index, run, token in zip(indices, group, tokens[:, 0].tolist()):
+                run.token = token
+                seq = run.seq
+                seq.generated += 1
+                seq.on_token(token)
+                if token == self.eos:
+                    reasons[index] = "stop"
+                elif seq.generated >= seq.params.max_tokens:
+                    reasons[index] = "length"
+        return reasons
 
     def _retire(self, run: _Running, reason: str) -> None:
         self.pool.lengths[run.slot] = 0

@@ -12,6 +12,7 @@ import contextlib
 import hmac
 import json
 import math
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -191,6 +192,48 @@ class _Choice:
         return piece
 
 
+class _Inbox:
+    """One request's scheduler events on their way to the event loop.
+
+    The scheduler's thread appends; the loop is woken once for everything appended before it
+    runs, so a step's tokens cost one wake-up rather than one each (each wake-up takes the GIL
+    from the decoding thread between its operations).
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop, self._lock = loop, threading.Lock()
+        self._items: list[tuple[int, str, Any]] = []
+        self._ready = asyncio.Event()
+        self._wake_pending = False
+
+    def put(self, item: tuple[int, str, Any]) -> None:
+        """Append an event (from any thread)."""
+        with self._lock:
+            self._items.append(item)
+            if self._wake_pending:
+                return
+            self._wake_pending = True
+        self._loop.call_soon_threadsafe(self._wake)
+
+    def _wake(self) -> None:
+        with self._lock:
+            self._wake_pending = False
+        self._ready.set()
+
+    async def take(self, timeout: float) -> list[tuple[int, str, Any]]:
+        """Every event appended so far, waiting at most `timeout` s for one ([]: none came)."""
+        with self._lock:
+            items, self._items = self._items, []
+        if items:
+            return items
+        self._ready.clear()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._ready.wait(), timeout)
+        with self._lock:
+            items, self._items = self._items, []
+        return items
+
+
 class CompletionService:
     """Turns checked requests into scheduler sequences and their OpenAI answers."""
 
@@ -217,15 +260,13 @@ class CompletionService:
         return encoded
 
     def submit(self, request: CompletionRequest, encoded: list[list[int]]):
-        """Queue every choice; returns (sequences, event queue of (index, kind, value))."""
-        loop = asyncio.get_running_loop()
-        events: asyncio.Queue = asyncio.Queue()
+        """Queue every choice; returns (sequences, the _Inbox of their (index, kind, value)s)."""
+        inbox = _Inbox(asyncio.get_running_loop())
 
         def callbacks(index: int):
-            def put(kind: str, value: Any) -> None:
-                loop.call_soon_threadsafe(events.put_nowait, (index, kind, value))
-
-            return (lambda t: put("token", t)), (lambda r: put("finish", r))
+            return (lambda t: inbox.put((index, "token", t))), (
+                lambda r: inbox.put((index, "finish", r))
+            )
 
         sequences = []
         for p, ids in enumerate(encoded):
@@ -242,7 +283,7 @@ class CompletionService:
                 f"queues at most {self.scheduler.max_queue} (--max-queue)", "n",
             )
         self.scheduler.submit(sequences)
-        return sequences, events
+        return sequences, inbox
 
     def chunk(self, cid: str, created: int, choices: list[dict], usage: dict | None = None):
         body = {"id": cid, "object": "text_completion", "created": created,
@@ -263,34 +304,32 @@ def _usage(encoded: list[list[int]], choices: list[_Choice]) -> dict[str, int]:
             "total_tokens": prompt + completion}
 
 
-async def _events(events: asyncio.Queue, choices: list[_Choice], sequences: list[Sequence],
+async def _events(inbox: _Inbox, choices: list[_Choice], sequences: list[Sequence],
                   request: Any):
     """Yield (index, text piece, finish reason or None) until every choice has finished;
     cancels the sequences when the client goes away."""
     pending = len(choices)
     try:
         while pending:
-            try:
-                index, kind, value = await asyncio.wait_for(events.get(), timeout=0.5)
-            except asyncio.TimeoutError:
-                if await request.is_disconnected():
-                    return
-                continue
-            choice = choices[index]
-            if kind == "token":
-                was_done = choice.finish_reason is not None
-                piece = choice.push(value)
-                if choice.finish_reason and not was_done:
-                    sequences[index].cancel()  # a stop string ended it
-                    yield index, piece, None
-                elif piece:
-                    yield index, piece, None
-            else:
-                pending -= 1
-                if value.startswith("error"):
-                    raise RuntimeError(value)
-                reason = "length" if value == "length" else "stop"
-                yield index, choice.finish(reason), choice.finish_reason
+            events = await inbox.take(timeout=0.5)
+            if not events and await request.is_disconnected():
+                return
+            for index, kind, value in events:
+                choice = choices[index]
+                if kind == "token":
+                    was_done = choice.finish_reason is not None
+                    piece = choice.push(value)
+                    if choice.finish_reason and not was_done:
+                        sequences[index].cancel()  # a stop string ended it
+                        yield index, piece, None
+                    elif piece:
+                        yield index, piece, None
+                else:
+                    pending -= 1
+                    if value.startswith("error"):
+                        raise RuntimeError(value)
+                    reason = "length" if value == "length" else "stop"
+                    yield index, choice.finish(reason), choice.finish_reason
     finally:
         for seq in sequences:
             seq.cancel()
@@ -315,12 +354,14 @@ class _RequireKey:
 
 
 def create_app(model: SmallGPT, tokenizer: Any, *, model_name: str = "smallgpt",
-               max_batch: int = 16, max_queue: int = 64, api_key: str | None = None) -> Any:
+               max_batch: int = 16, max_queue: int = 64, api_key: str | None = None,
+               num_threads: int | None = None) -> Any:
     """The ASGI app serving `model`: `/v1/completions`, `/v1/models`, `/health` and `/`.
 
     With `api_key`, every request but `/health` and the static page needs
-    `Authorization: Bearer <api_key>`. `app.state.scheduler` is the Scheduler (started and
-    stopped by the app's lifespan). Raises ImportError naming `smallgpt[serve]` without it.
+    `Authorization: Bearer <api_key>`. `num_threads`: torch's intra-op threads for decoding
+    (default: this thread's `torch.get_num_threads()`). `app.state.scheduler` is the Scheduler
+    (started and stopped by the app's lifespan). Raises ImportError naming `smallgpt[serve]` without it.
     """
     try:  # the serve extra
         from starlette.applications import Starlette
@@ -332,7 +373,7 @@ def create_app(model: SmallGPT, tokenizer: Any, *, model_name: str = "smallgpt",
         raise ImportError(f"{EXTRA_HINT} ({error})") from None
 
     scheduler = Scheduler(model, eos_token_id=tokenizer.eos_token_id, max_batch=max_batch,
-                          max_queue=max_queue)
+                          max_queue=max_queue, num_threads=num_threads)
     service = CompletionService(model, tokenizer, scheduler, model_name)
     page = resources.files("smallgpt.serve").joinpath("static/index.html").read_text("utf-8")
 
@@ -344,7 +385,7 @@ def create_app(model: SmallGPT, tokenizer: Any, *, model_name: str = "smallgpt",
         try:
             parsed = parse_completion(await request.body(), model_name)
             encoded = service.encode(parsed)
-            sequences, events = service.submit(parsed, encoded)
+            sequences, inbox = service.submit(parsed, encoded)
         except RequestError as error:
             return fail(error)
         except QueueFull as error:
@@ -353,7 +394,7 @@ def create_app(model: SmallGPT, tokenizer: Any, *, model_name: str = "smallgpt",
                                 status_code=503, headers={"Retry-After": "1"})
         choices = [_Choice(tokenizer, parsed.stop) for _ in sequences]
         cid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
-        stream = _events(events, choices, sequences, request)
+        stream = _events(inbox, choices, sequences, request)
         if parsed.stream:
             async def sse():
                 try:
