@@ -8,6 +8,8 @@ import json
 import threading
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from smallgpt import _bpe
 from smallgpt.corpus.chunks import read_chunks
 from smallgpt.corpus.sources import (
@@ -211,3 +213,97 @@ def test_hf_dataset_saved_to_disk_reads_its_rows(tmp_path, docs):
     assert list(iter_documents([f"hf:{tmp_path / 'ds'}:test"])) == ["t"]
     with pytest.raises(CorpusError, match="no split 'dev'"):
         list(iter_documents([f"hf:{tmp_path / 'ds'}:dev"]))
+
+
+def python_reading(line: bytes, field: str) -> tuple:
+    """What Python's json makes of one JSONL line (the reference for `_bpe.parse_jsonl`)."""
+    if not line.strip():
+        return ("blank",)
+    try:
+        record = json.loads(line)
+    except UnicodeDecodeError:
+        return ("utf8",)
+    except json.JSONDecodeError:
+        return ("json",)
+    if not isinstance(record, dict):
+        return ("missing", type(record).__name__)
+    if field not in record:
+        return ("missing", sorted(record))
+    if not isinstance(record[field], str):
+        return ("type", type(record[field]).__name__)
+    return ("text", record[field])
+
+
+def rust_reading(line: bytes, field: str) -> tuple:
+    texts, bad = _bpe.parse_jsonl(line, field)
+    if texts:
+        return ("text", *texts)
+    if not bad:
+        return ("blank",)
+    ((_, index, kind, detail),) = bad
+    assert index == 0
+    return (kind,) if kind in ("utf8", "json") else (kind, detail)
+
+
+# JSON values as Python writes them: NaN and infinities included; integers within 64 bits and
+# 32-bit floats (serde_json reads a wider integer as a float, an overflowing exponent as an
+# error, where Python makes an int or inf).
+SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(1 << 63), (1 << 64) - 1),
+    st.floats(width=32),
+    st.text(max_size=20),
+)
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+KEYS = st.sampled_from(["text", "id", "meta", "tëxt", ""]) | st.text(max_size=4)
+RECORDS = st.dictionaries(KEYS, VALUES, max_size=4) | VALUES
+# Mutations that make some lines bad JSON (digits left out: see SCALARS).
+MUTATIONS = st.lists(
+    st.tuples(st.integers(0, 200), st.sampled_from([*'{}[]":,\\ xN-', "NaN", "", "\xff"])),
+    max_size=2,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(record=RECORDS, ensure_ascii=st.booleans(), mutations=MUTATIONS, repeat=st.booleans())
+def test_a_jsonl_line_reads_as_pythons_json_reads_it(record, ensure_ascii, mutations, repeat):
+    line = json.dumps(record, ensure_ascii=ensure_ascii).encode("utf-8")
+    if repeat and line.startswith(b"{") and line != b"{}":
+        line = line[:-1] + b', "text": "again"}'  # a repeated key: the last one counts
+    for at, insert in mutations:
+        at = min(at, len(line))
+        line = line[:at] + insert.encode("latin-1") + line[at + (insert == "") :]
+    assert rust_reading(line, "text") == python_reading(line, "text"), line
+
+
+def test_jsonl_lines_python_accepts_beyond_strict_json():
+    lines = [
+        b'\xef\xbb\xbf{"text": "after a byte-order mark"}',
+        b'{"score": NaN, "bounds": [-Infinity, Infinity], "text": "numbers"}\r\n',
+        b'{"text": Infinity}',
+        b" \t\x0c\r\n",
+    ]
+    for line in lines:
+        assert rust_reading(line, "text") == python_reading(line, "text"), line
+
+
+def test_a_block_of_lines_reads_like_its_lines_one_by_one(docs):
+    lines = [json.dumps({"text": d}).encode() for d in docs]
+    lines[3:3] = [b"{not json", b"", b'{"body": 1}', b'"text"', b'{"text": "caf\xe9"}']
+    block = b"\n".join(lines * 40)
+    texts, bad = _bpe.parse_jsonl(block, "text", num_threads=3)
+    assert texts == docs * 40
+    readings = [python_reading(line, "text") for line in lines * 40]
+    expected_bad = [(i, r) for i, r in enumerate(readings) if r[0] not in ("text", "blank")]
+    assert [(index, kind) for _, index, kind, _ in bad] == [(i, r[0]) for i, r in expected_bad]
+    before = [sum(r[0] == "text" for r in readings[:i]) for i, _ in expected_bad]
+    assert [position for position, *_ in bad] == before
+    utf8 = next(detail for _, index, kind, detail in bad if kind == "utf8")
+    assert block[utf8] == 0xE9

@@ -18,7 +18,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "python" / "smallgpt"
 
 # Pipeline order, bottom first; the stages of one level never import each other.
 LEVELS: list[set[str]] = [
-    {"_bpe", "config", "corpus", "kernels"},
+    {"_bpe", "config", "kernels"},
+    {"corpus"},  # parses JSON lines with _bpe
     {"tokenizer", "optim"},
     {"model"},
     {"checkpoint"},

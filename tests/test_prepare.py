@@ -4,6 +4,7 @@ validation; a run killed with SIGKILL resumes to byte-identical shards; memory s
 
 from __future__ import annotations
 
+import gzip
 import json
 import subprocess
 import sys
@@ -319,6 +320,44 @@ def test_the_tokenizer_cli_trains_from_records_with_another_field(tmp_path, docs
     argv = ["train", "--input", str(path), "--vocab-size", "300"]
     assert tokenizer_cli([*argv, "--out", str(tmp_path / "tok.json"), "--text-field", "body"]) == 0
     trained = Tokenizer.load(tmp_path / "tok.json")
+    assert trained.to_json() == Tokenizer.train(docs, vocab_size=300).to_json()
+
+
+def test_the_tokenizer_cli_encodes_records_like_text_files_of_the_same_documents(
+    tmp_path, docs, tokenizer, tokenizer_file
+):
+    texts = write_text_dir(tmp_path / "texts", docs)
+    records = write_jsonl(tmp_path / "docs.jsonl.zst", docs, field="body")
+    encode = ["encode", "--tokenizer", str(tokenizer_file), "--quiet", "--out"]
+    assert tokenizer_cli([*encode, str(tmp_path / "t.bin"), "--input", str(texts)]) == 0
+    argv = [*encode, str(tmp_path / "r.bin"), "--input", str(records), "--text-field", "body"]
+    assert tokenizer_cli(argv) == 0
+    from_records = (tmp_path / "r.bin").read_bytes()
+    assert from_records == (tmp_path / "t.bin").read_bytes()
+    expected = [i for doc in docs for i in tokenizer.encode(doc)]
+    assert np.frombuffer(from_records, dtype=np.uint16).tolist() == expected
+
+
+def test_the_tokenizer_cli_names_the_bad_record_and_skips_it_on_request(
+    tmp_path, capsys, docs, tokenizer, tokenizer_file
+):
+    path = write_jsonl(tmp_path / "docs.jsonl.gz", docs)
+    path.write_bytes(path.read_bytes() + gzip.compress(b'{"text": ["a list"]}\n'))
+    out = tmp_path / "ids.bin"
+    encode = ["encode", "--tokenizer", str(tokenizer_file), "--input", str(path), "--quiet"]
+    assert tokenizer_cli([*encode, "--out", str(out)]) == 1
+    error = capsys.readouterr().err
+    assert f"{path}:line {len(docs) + 1}: field 'text' is list, not a string" in error
+    assert not out.exists()  # nothing half-written is left behind
+    assert tokenizer_cli([*encode, "--out", str(out), "--skip-bad-records"]) == 0
+    assert "skipped 1 bad records" in capsys.readouterr().out
+    expected = [i for doc in docs for i in tokenizer.encode(doc)]
+    assert np.fromfile(out, dtype=np.uint16).tolist() == expected
+    train = ["train", "--input", str(path), "--vocab-size", "300", "--out", str(tmp_path / "t")]
+    assert tokenizer_cli(train) == 1
+    assert f"{path}:line {len(docs) + 1}: field 'text' is list" in capsys.readouterr().err
+    assert tokenizer_cli([*train, "--skip-bad-records"]) == 0
+    trained = Tokenizer.load(tmp_path / "t")
     assert trained.to_json() == Tokenizer.train(docs, vocab_size=300).to_json()
 
 

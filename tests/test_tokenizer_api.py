@@ -147,4 +147,4 @@ def test_cli_runs_as_a_module_and_reports_missing_input(tmp_path, tokenizer):
         check=False,
     )
     assert done.returncode == 1
-    assert f"no such file: {missing}" in done.stderr
+    assert f"input file not found: {missing}" in done.stderr  # as prepare and train say

@@ -494,6 +494,37 @@ impl Encoder {
         encoded.into_iter().flatten().collect()
     }
 
+    /// The ids of `texts` (special strings as plain text) one after the other, and where each
+    /// text's ids start (one offset per text, then the total), encoded in parallel on the
+    /// current rayon pool. A text of at least twice `PARALLEL_CHUNK` bytes is cut at safe cuts
+    /// first, so a few large texts use every thread; each text's ids are `encode_ordinary`'s.
+    pub fn encode_texts<T: Id>(&self, texts: &[impl AsRef<str>]) -> (Vec<T>, Vec<usize>) {
+        let mut parts: Vec<&str> = Vec::with_capacity(texts.len());
+        let mut owner = Vec::with_capacity(texts.len());
+        for (index, text) in texts.iter().enumerate() {
+            let text = text.as_ref();
+            let before = parts.len();
+            if text.len() >= 2 * PARALLEL_CHUNK {
+                split_at_safe_cuts(self.pattern, text, PARALLEL_CHUNK, &mut parts);
+            } else {
+                parts.push(text);
+            }
+            owner.extend(std::iter::repeat_n(index, parts.len() - before));
+        }
+        let encoded = self.encode_chunks::<T>(&parts);
+        let mut ids = Vec::with_capacity(encoded.iter().map(Vec::len).sum());
+        let mut offsets = Vec::with_capacity(texts.len() + 1);
+        let mut next = encoded.iter().zip(&owner).peekable();
+        for index in 0..texts.len() {
+            offsets.push(ids.len());
+            while let Some((part, _)) = next.next_if(|&(_, &o)| o == index) {
+                ids.extend_from_slice(part);
+            }
+        }
+        offsets.push(ids.len());
+        (ids, offsets)
+    }
+
     /// `encode_with_specials` of each text on `threads` threads, handing the ids of each run of
     /// consecutive texts to `consume(index of the run's first text, ids)` on the calling
     /// thread. Runs arrive in no particular order.
@@ -846,6 +877,35 @@ mod tests {
             encoder.merge_short(piece.as_bytes(), &mut short, &mut scratch);
             encoder.merge_long(piece.as_bytes(), &mut long, &mut scratch);
             assert_eq!(short, long, "{piece:?}");
+        }
+    }
+
+    #[test]
+    fn encode_texts_gives_each_texts_own_ids_one_after_the_other() {
+        let encoder = trained(Pattern::Gpt2, 700, &[]);
+        // Small texts, an empty one, and one large enough to be cut at safe cuts.
+        let large = SHAKESPEARE.repeat(1 + 2 * PARALLEL_CHUNK / SHAKESPEARE.len());
+        let texts = [
+            &SHAKESPEARE[..500],
+            "",
+            large.as_str(),
+            " Grüße 😀",
+            &SHAKESPEARE[9..99],
+        ];
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .expect("a test pool");
+        let (ids, offsets) = pool.install(|| encoder.encode_texts::<u16>(&texts));
+        assert_eq!(offsets.len(), texts.len() + 1);
+        assert_eq!((offsets[0], offsets[texts.len()]), (0, ids.len()));
+        for (i, text) in texts.iter().enumerate() {
+            let own: Vec<u16> = encoder
+                .encode_ordinary(text)
+                .iter()
+                .map(|&id| id as u16)
+                .collect();
+            assert_eq!(ids[offsets[i]..offsets[i + 1]], own[..], "text {i}");
         }
     }
 

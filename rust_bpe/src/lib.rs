@@ -8,12 +8,14 @@
 //! - `stream`: reading UTF-8 text in batches cut at safe cuts (files for counting and encoding).
 //! - `encode`: text to ids as tiktoken encodes, ids to bytes; `encode_file` streams a file.
 //! - `decode`: incremental UTF-8 decoding of token bytes.
+//! - `jsonl`: the text field of JSON Lines records, parsed in parallel.
 //! - `python` (feature `python`): the `smallgpt._bpe` extension module.
 
 mod char_classes;
 pub mod decode;
 pub mod encode;
 pub mod encode_file;
+pub mod jsonl;
 pub mod pretokenize;
 mod stream;
 #[cfg(test)]

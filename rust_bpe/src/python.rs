@@ -10,11 +10,12 @@ use pyo3::exceptions::{PyFileNotFoundError, PyOSError, PyRuntimeError, PyValueEr
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyList};
+use pyo3::types::{PyBytes, PyList, PyString};
 
 use crate::decode::Utf8Stream;
 use crate::encode::Encoder;
 use crate::encode_file::{encode_file, FileError};
+use crate::jsonl::{parse_block, BadLine};
 use crate::pretokenize::{last_safe_cut, pieces, Pattern};
 use crate::train::{train, PieceCounts, TrainError};
 use crate::vocab::Vocab;
@@ -299,6 +300,30 @@ impl BpeCore {
         })
     }
 
+    /// The ids of all `texts` (special strings as text) one after the other as one numpy
+    /// array (uint16 when the vocabulary fits, else uint32), and an int64 array of where each
+    /// text's ids start, then their total; encoded in parallel with the GIL released.
+    #[pyo3(signature = (texts, num_threads=None))]
+    fn encode_texts_to_numpy(
+        &self,
+        py: Python<'_>,
+        texts: Vec<PyBackedStr>,
+        num_threads: Option<usize>,
+    ) -> PyResult<(Py<PyAny>, Py<PyAny>)> {
+        let encoder = &self.encoder;
+        let (ids, offsets) = if encoder.vocab_size() <= 1 << 16 {
+            let (ids, offsets) =
+                py.detach(|| on_pool(num_threads, || encoder.encode_texts::<u16>(&texts)))?;
+            (ids.into_pyarray(py).into_any().unbind(), offsets)
+        } else {
+            let (ids, offsets) =
+                py.detach(|| on_pool(num_threads, || encoder.encode_texts::<u32>(&texts)))?;
+            (ids.into_pyarray(py).into_any().unbind(), offsets)
+        };
+        let offsets: Vec<i64> = offsets.into_iter().map(|o| o as i64).collect();
+        Ok((ids, offsets.into_pyarray(py).into_any().unbind()))
+    }
+
     /// Ids of a UTF-8 file's text as a numpy array (see `encode_to_numpy`), read in
     /// bounded chunks. `progress(bytes_done)` is called as the file is encoded.
     #[pyo3(signature = (path, num_threads=None, progress=None))]
@@ -518,6 +543,48 @@ fn pretokenize(py: Python<'_>, text: &str, pattern: &str) -> PyResult<Vec<String
     }))
 }
 
+/// A bad JSONL line as Python sees it: (texts before it, line index in the block, kind,
+/// detail). Kinds: "utf8" (detail: the bad byte's offset in the block), "json" (the reason),
+/// "missing" (the record's sorted keys, or the name of its type when it is no object),
+/// "type" (the name of the field value's type).
+type BadRecord = (usize, usize, &'static str, Py<PyAny>);
+
+fn bad_record(
+    py: Python<'_>,
+    position: usize,
+    line: usize,
+    reason: BadLine,
+) -> PyResult<BadRecord> {
+    let (kind, detail) = match reason {
+        BadLine::NotUtf8 { offset } => ("utf8", offset.into_pyobject(py)?.into_any()),
+        BadLine::NotJson { reason } => ("json", PyString::new(py, &reason).into_any()),
+        BadLine::NotObject { kind } => ("missing", PyString::new(py, kind).into_any()),
+        BadLine::NoField { keys } => ("missing", PyList::new(py, keys)?.into_any()),
+        BadLine::NotString { kind } => ("type", PyString::new(py, kind).into_any()),
+    };
+    Ok((position, line, kind, detail.unbind()))
+}
+
+/// The `text_field` string of each record of `block` (whole JSON lines), parsed in parallel
+/// with the GIL released, and the lines that hold none (see `BadRecord`), in order.
+#[pyfunction]
+#[pyo3(signature = (block, text_field, num_threads=None))]
+fn parse_jsonl<'py>(
+    py: Python<'py>,
+    block: &[u8],
+    text_field: &str,
+    num_threads: Option<usize>,
+) -> PyResult<(Bound<'py, PyList>, Vec<BadRecord>)> {
+    let parsed = py.detach(|| on_pool(num_threads, || parse_block(block, text_field)))?;
+    let texts = PyList::new(py, parsed.texts.iter().map(|t| PyString::new(py, t)))?;
+    let bad = parsed
+        .bad
+        .into_iter()
+        .map(|b| bad_record(py, b.position, b.line, b.reason))
+        .collect::<PyResult<Vec<_>>>()?;
+    Ok((texts, bad))
+}
+
 /// The last safe cut of `text` for the named pattern, as a character index (0 if none).
 #[pyfunction]
 fn safe_cut(text: &str, pattern: &str) -> PyResult<usize> {
@@ -534,5 +601,6 @@ fn bpe_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PieceCounter>()?;
     m.add_function(wrap_pyfunction!(pretokenize, m)?)?;
     m.add_function(wrap_pyfunction!(safe_cut, m)?)?;
+    m.add_function(wrap_pyfunction!(parse_jsonl, m)?)?;
     Ok(())
 }

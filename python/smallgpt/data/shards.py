@@ -3,12 +3,12 @@ corpus in bounded memory, resumably."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
 import sys
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -83,8 +83,12 @@ class _TokenFile:
 
     def add(self, ids: np.ndarray) -> None:
         """Queue a document's ids and the `eos` that ends it."""
-        self.buffer += (ids, self.eos)
-        self.state["documents"] += 1
+        self.add_documents(np.concatenate((ids, self.eos)), 1)
+
+    def add_documents(self, ids: np.ndarray, documents: int) -> None:
+        """Queue the ids of `documents` documents, each already followed by its `eos`."""
+        self.buffer.append(ids)
+        self.state["documents"] += documents
 
     def flush(self) -> None:
         """Write the queued ids (special tokens such as eos count no text bytes)."""
@@ -175,8 +179,7 @@ class _Preparation:
         self.pending = (out / PENDING_FILE).open("r+b")
         self.pending.truncate(state["pending_tokens"] * self.dtype.itemsize)
         self.pending.seek(0, os.SEEK_END)
-        self.workers = os.cpu_count() or 1
-        self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="smallgpt-encode")
+        self.is_record = np.array([not s.single_document for s in sources], dtype=bool)
 
     def _split_whole(self, ids: np.ndarray) -> None:
         """A text file's document: its last val_fraction of tokens (rounded up) go to val."""
@@ -198,57 +201,61 @@ class _Preparation:
             del tokens
         self.state["pending_tokens"] = 0
 
-    def _held_out(self, pieces: list[Piece]) -> list[bool]:
-        """For each piece: is it a record held out for validation (`held_out`)?"""
-        to_val = np.zeros(len(pieces), dtype=bool)
-        by_source: dict[int, list[int]] = {}
-        for i, piece in enumerate(pieces):
-            if not self.sources[piece.source].single_document:
-                by_source.setdefault(piece.source, []).append(i)
-        for source, mine in by_source.items():
-            numbers = np.array([pieces[i].document for i in mine], dtype=np.uint64)
-            to_val[mine] = held_out(self.seed, source, numbers, self.val_fraction)
-        return to_val.tolist()
+    def _held_out(self, source: np.ndarray, documents: np.ndarray) -> np.ndarray:
+        """Which of these records (source, document number) are held out for validation."""
+        to_val = np.zeros(len(source), dtype=bool)
+        for index in np.unique(source):
+            mine = source == index
+            to_val[mine] = held_out(self.seed, int(index), documents[mine], self.val_fraction)
+        return to_val
 
-    def _encode(self, texts: list[str]) -> list[np.ndarray]:
-        """The ids of each text, encoded straight into arrays on all cores.
+    def _place_records(self, tokens: np.ndarray, lengths: np.ndarray, to_val: np.ndarray) -> None:
+        """Consecutive whole records (`lengths` ids each, one after the other in `tokens`) to
+        their splits, each non-empty one followed by eos."""
+        for name, mask in (("train", ~to_val), ("val", to_val)):
+            keep = mask & (lengths > 0)
+            if keep.any():
+                kept = tokens[np.repeat(keep, lengths)]
+                ends = np.cumsum(lengths[keep])
+                self.splits[name].add_documents(np.insert(kept, ends, self.eos), int(keep.sum()))
 
-        Groups of consecutive texts go to a pool of Python threads that call the encoder,
-        which releases the GIL: each thread encodes its own texts (a text above 2 MB is also
-        split across the encoder's threads), and no Python int is made for any id.
-        """
-        target = max(sum(map(len, texts)) // (4 * self.workers), 1)
-        groups: list[list[str]] = [[]]
-        size = 0
-        for text in texts:
-            groups[-1].append(text)
-            size += len(text)
-            if size >= target:
-                groups.append([])
-                size = 0
-        encode = self.tokenizer.encode_to_numpy
-        done = self.pool.map(lambda group: [encode(t) for t in group], groups)
-        return [ids for group in done for ids in group]
+    def _place_text(self, piece: Piece, ids: np.ndarray) -> None:
+        """A piece of a text file's one document: split whole, or gathered until its end."""
+        if piece.first and piece.last:
+            self._split_whole(ids)
+            return
+        ids.tofile(self.pending)
+        self.state["pending_tokens"] += len(ids)
+        if piece.last:
+            self._split_pending()
 
     def encode(self, chunk: Chunk) -> None:
-        """Encode and place every piece of `chunk`, then commit."""
+        """Encode every piece of `chunk` in one call to the encoder (all cores, one array of
+        ids), place them in order, then commit."""
         pieces = chunk.pieces
-        encoded = self._encode([p.text for p in pieces])
-        train, val = self.splits["train"], self.splits["val"]
-        for piece, ids, to_val in zip(pieces, encoded, self._held_out(pieces), strict=True):
-            counts = self.state["sources"][piece.source]
-            counts["tokens"] += len(ids)
-            counts["documents"] += piece.last
-            if not self.sources[piece.source].single_document:
-                if len(ids):
-                    (val if to_val else train).add(ids)
-            elif piece.first and piece.last:
-                self._split_whole(ids)
+        ids, offsets = self.tokenizer.encode_batch_to_numpy([p.text for p in pieces])
+        lengths = np.diff(offsets)
+        count = len(pieces)
+        source = np.fromiter((p.source for p in pieces), dtype=np.int64, count=count)
+        last = np.fromiter((p.last for p in pieces), dtype=np.int64, count=count)
+        for index in np.unique(source):
+            counts, mine = self.state["sources"][index], source == index
+            counts["tokens"] += int(lengths[mine].sum())
+            counts["documents"] += int(last[mine].sum())
+        record = self.is_record[source]
+        # Runs of consecutive records are placed at once; text pieces one by one, in order.
+        bounds = [0, *(np.flatnonzero(record[1:] != record[:-1]) + 1).tolist(), count]
+        for lo, hi in itertools.pairwise(bounds):
+            if record[lo]:
+                documents = np.fromiter(
+                    (p.document for p in pieces[lo:hi]), dtype=np.uint64, count=hi - lo
+                )
+                to_val = self._held_out(source[lo:hi], documents)
+                tokens = ids[offsets[lo] : offsets[hi]]
+                self._place_records(tokens, lengths[lo:hi], to_val)
             else:
-                ids.tofile(self.pending)
-                self.state["pending_tokens"] += len(ids)
-                if piece.last:
-                    self._split_pending()
+                for i in range(lo, hi):
+                    self._place_text(pieces[i], ids[offsets[i] : offsets[i + 1]])
         self.state["chunks_done"] = chunk.index + 1
         self.state["skipped_records"] = chunk.skipped
         self.commit()
@@ -266,7 +273,6 @@ class _Preparation:
             self.pending.seek(0)
 
     def close(self) -> None:
-        self.pool.shutdown()
         for split in self.splits.values():
             split.file.close()
         self.pending.close()

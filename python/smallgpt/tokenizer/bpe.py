@@ -339,6 +339,26 @@ class Tokenizer:
         `vocab_size <= 65536`, else uint32. Long texts are encoded in parallel."""
         return self._core.encode_to_numpy(_check_text(text), _check_threads(num_threads))
 
+    def encode_batch_to_numpy(
+        self, texts: Sequence[str], num_threads: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The ids of all `texts` (special strings as plain text) one after the other, as one
+        array (dtype `token_dtype`), and an int64 array of `len(texts) + 1` offsets: text i's
+        ids are `ids[offsets[i]:offsets[i + 1]]`, those of `encode_to_numpy(texts[i])`.
+
+        One call encodes the whole batch on `num_threads` threads (None: all cores) without
+        the GIL; a large text is split across threads. Raises TypeError for a non-str text.
+        """
+        if isinstance(texts, str):
+            raise TypeError("texts must be a collection of str, not a single str")
+        texts = texts if isinstance(texts, list) else list(texts)
+        try:
+            return self._core.encode_texts_to_numpy(texts, _check_threads(num_threads))
+        except TypeError:
+            for i, text in enumerate(texts):  # name the first text that is not a str
+                _check_text(text, f"texts[{i}]")
+            raise
+
     def encode_file_to_numpy(
         self, path: PathLike, num_threads: int | None = None, *, progress: bool = False
     ) -> np.ndarray:
