@@ -26,6 +26,7 @@ from smallgpt.serve.scheduler import QueueFull, SamplingParams, Scheduler, Seque
 EXTRA_HINT = "the server needs the serve extra: pip install 'smallgpt[serve]' (fastapi, uvicorn)"
 MAX_N = 16
 MAX_STOPS = 4
+DISCONNECT_POLL_S = 0.5  # how often a request being answered looks whether its client is gone
 FIELDS = {
     "model", "prompt", "max_tokens", "temperature", "top_p", "n", "stop", "seed", "stream",
     "stream_options", "top_k", "min_p", "user",
@@ -197,7 +198,8 @@ class _Inbox:
 
     The scheduler's thread appends; the loop is woken once for everything appended before it
     runs, so a step's tokens cost one wake-up rather than one each (each wake-up takes the GIL
-    from the decoding thread between its operations).
+    from the decoding thread between its operations). An event put with `wake=False` waits for
+    the next one that wakes the loop (or for a `take` that times out).
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -206,11 +208,11 @@ class _Inbox:
         self._ready = asyncio.Event()
         self._wake_pending = False
 
-    def put(self, item: tuple[int, str, Any]) -> None:
+    def put(self, item: tuple[int, str, Any], wake: bool = True) -> None:
         """Append an event (from any thread)."""
         with self._lock:
             self._items.append(item)
-            if self._wake_pending:
+            if self._wake_pending or not wake:
                 return
             self._wake_pending = True
         self._loop.call_soon_threadsafe(self._wake)
@@ -220,18 +222,21 @@ class _Inbox:
             self._wake_pending = False
         self._ready.set()
 
-    async def take(self, timeout: float) -> list[tuple[int, str, Any]]:
-        """Every event appended so far, waiting at most `timeout` s for one ([]: none came)."""
+    async def take(self, timeout: float) -> tuple[list[tuple[int, str, Any]], bool]:
+        """(every event appended so far, whether no wake-up came within `timeout` s)."""
         with self._lock:
             items, self._items = self._items, []
         if items:
-            return items
+            return items, False
         self._ready.clear()
-        with contextlib.suppress(asyncio.TimeoutError):
+        timed_out = False
+        try:
             await asyncio.wait_for(self._ready.wait(), timeout)
+        except asyncio.TimeoutError:
+            timed_out = True
         with self._lock:
             items, self._items = self._items, []
-        return items
+        return items, timed_out
 
 
 class CompletionService:
@@ -262,9 +267,12 @@ class CompletionService:
     def submit(self, request: CompletionRequest, encoded: list[list[int]]):
         """Queue every choice; returns (sequences, the _Inbox of their (index, kind, value)s)."""
         inbox = _Inbox(asyncio.get_running_loop())
+        # Tokens are looked at as they come only to stream them or to find a stop string;
+        # otherwise the loop sleeps until a choice finishes.
+        eager = request.stream or bool(request.stop)
 
         def callbacks(index: int):
-            return (lambda t: inbox.put((index, "token", t))), (
+            return (lambda t: inbox.put((index, "token", t), wake=eager)), (
                 lambda r: inbox.put((index, "finish", r))
             )
 
@@ -308,12 +316,15 @@ async def _events(inbox: _Inbox, choices: list[_Choice], sequences: list[Sequenc
                   request: Any):
     """Yield (index, text piece, finish reason or None) until every choice has finished;
     cancels the sequences when the client goes away."""
-    pending = len(choices)
+    pending, loop = len(choices), asyncio.get_running_loop()
+    checked = loop.time()
     try:
         while pending:
-            events = await inbox.take(timeout=0.5)
-            if not events and await request.is_disconnected():
-                return
+            events, timed_out = await inbox.take(timeout=DISCONNECT_POLL_S)
+            if timed_out or loop.time() - checked > DISCONNECT_POLL_S:
+                checked = loop.time()
+                if await request.is_disconnected():
+                    return
             for index, kind, value in events:
                 choice = choices[index]
                 if kind == "token":
