@@ -9,6 +9,7 @@ import math
 import os
 import sys
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -110,10 +111,10 @@ class _TokenFile:
             self.add(tokens[:0])
             self.flush()
 
-    def sync(self) -> None:
+    def hand_over(self) -> None:
+        """Write the queued ids through to the operating system (`os.fsync` makes them durable)."""
         self.flush()
         self.file.flush()
-        os.fsync(self.file.fileno())
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:
@@ -180,6 +181,8 @@ class _Preparation:
         self.pending.truncate(state["pending_tokens"] * self.dtype.itemsize)
         self.pending.seek(0, os.SEEK_END)
         self.is_record = np.array([not s.single_document for s in sources], dtype=bool)
+        self.committer = ThreadPoolExecutor(1, thread_name_prefix="smallgpt-commit")
+        self.committing: tuple[Future, dict] | None = None  # the last commit and its state
 
     def _split_whole(self, ids: np.ndarray) -> None:
         """A text file's document: its last val_fraction of tokens (rounded up) go to val."""
@@ -243,6 +246,7 @@ class _Preparation:
             counts["tokens"] += int(lengths[mine].sum())
             counts["documents"] += int(last[mine].sum())
         record = self.is_record[source]
+        self.wait_for_commit()  # encoded while the last chunk's commit ran; it must end first
         # Runs of consecutive records are placed at once; text pieces one by one, in order.
         bounds = [0, *(np.flatnonzero(record[1:] != record[:-1]) + 1).tolist(), count]
         for lo, hi in itertools.pairwise(bounds):
@@ -261,21 +265,40 @@ class _Preparation:
         self.commit()
 
     def commit(self) -> None:
-        """Make the files durable, then the state that describes them; a document that ended
-        in this chunk (chunks end there) no longer needs the pending file."""
+        """Hand this chunk's ids to the operating system, then make them durable and save the
+        state that describes them on the commit thread: the next chunk is encoded meanwhile and
+        placed once this commit is done (`wait_for_commit`)."""
         for split in self.splits.values():
-            split.sync()
+            split.hand_over()
         self.pending.flush()
-        os.fsync(self.pending.fileno())
-        _write_json_atomic(self.out / STATE_FILE, {**self.header, "state": self.state})
-        if self.state["pending_tokens"] == 0:
+        state = json.loads(json.dumps(self.state))  # what this chunk's commit saves
+        self.committing = (self.committer.submit(self._make_durable, state), state)
+
+    def _make_durable(self, state: dict) -> None:
+        for file in (*(split.file for split in self.splits.values()), self.pending):
+            os.fsync(file.fileno())
+        _write_json_atomic(self.out / STATE_FILE, {**self.header, "state": state})
+
+    def wait_for_commit(self) -> None:
+        """Wait until the last chunk's state is durable (raising what its commit raised); then a
+        pending file that state says is empty is emptied."""
+        if self.committing is None:
+            return
+        (committing, state), self.committing = self.committing, None
+        committing.result()
+        if state["pending_tokens"] == 0 and self.pending.tell():
             self.pending.truncate(0)
             self.pending.seek(0)
 
     def close(self) -> None:
-        for split in self.splits.values():
-            split.file.close()
-        self.pending.close()
+        """Finish the last commit, then close the files."""
+        try:
+            self.wait_for_commit()
+        finally:
+            self.committer.shutdown()
+            for split in self.splits.values():
+                split.file.close()
+            self.pending.close()
 
 
 def _stderr(message: str) -> None:
