@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 import threading
 
 import pytest
@@ -44,6 +45,17 @@ def docs(shared_data) -> list[str]:
 def test_every_form_reads_back_the_same_documents_in_order(tmp_path, docs, form):
     path = write_form(tmp_path, form, docs)
     assert list(iter_documents([path])) == docs
+
+
+def test_gzip_reads_the_same_with_and_without_isal(tmp_path, docs, monkeypatch):
+    pytest.importorskip("isal")
+    path = write_jsonl(tmp_path / "docs.jsonl.gz", docs)
+    assert list(iter_documents([path])) == docs
+    monkeypatch.setitem(sys.modules, "isal", None)  # the stdlib's gzip then reads it
+    assert list(iter_documents([path])) == docs
+    path.write_bytes(path.read_bytes()[:-9])
+    with pytest.raises(CorpusError, match=r"docs\.jsonl\.gz: cannot decompress"):
+        list(iter_documents([path]))
 
 
 def test_directories_and_globs_read_their_files_sorted(tmp_path, docs):

@@ -204,7 +204,11 @@ class _Prefetch(io.RawIOBase):
 
 def _decompressed(source: Source, raw: IO[bytes]) -> IO[bytes]:
     if source.compression == ".gz":
-        return gzip.GzipFile(fileobj=raw)
+        try:
+            from isal import igzip  # optional: the "data" extra; inflates ~3x faster than zlib
+        except ImportError:
+            return gzip.GzipFile(fileobj=raw)
+        return igzip.IGzipFile(fileobj=raw)
     if source.compression == ".bz2":
         return bz2.BZ2File(raw)
     try:
