@@ -10,7 +10,9 @@ before the call (imports and the tokenizer loaded) is recorded beside its speed.
 memory is bounded by a few 8 MB chunks of text whatever the corpus size (the issue's bar: at
 most 500 MB above the interpreter for 1 GB of JSONL); `encode_file_to_numpy` holds its whole
 output. The target: preparation at >= 70 % of `encode_file_to_numpy`'s speed. gigatoken's JSONL
-source is the peer named by the issue; it is measured only where `gigatoken` is installed.
+source (`encode_files(JsonlFileSource)` on the same JSONL.gz, the same vocabulary loaded from its
+tiktoken export; it keeps every id in memory and writes no shards) is the peer named by the
+issue; it is measured where `gigatoken` is installed.
 """
 
 from __future__ import annotations
@@ -59,6 +61,18 @@ RESULT["growth_mb"] = status("VmHWM:") - before
 RESULT["tokens"] = len(ids)
 """
 
+GIGATOKEN = """
+import time
+import gigatoken
+tokenizer = gigatoken.Tokenizer.from_tiktoken({tiktoken!r}, pretokenizer="gpt2")
+before = status("VmRSS:")
+start = time.perf_counter()
+ids = tokenizer.encode_files(gigatoken.JsonlFileSource([{corpus!r}]))
+RESULT["seconds"] = time.perf_counter() - start
+RESULT["growth_mb"] = status("VmHWM:") - before
+RESULT["documents"] = len(ids)
+"""
+
 STATUS = """
 def status(key):
     with open("/proc/self/status") as f:
@@ -90,7 +104,9 @@ def files(tmp_path_factory) -> dict[str, Path]:
         pytest.skip("shared corpora not found")
     root = tmp_path_factory.mktemp("prepare")
     text = "".join(books)
-    Tokenizer.train([text[:TRAIN_BYTES]], vocab_size=VOCAB_SIZE).save(root / "tok.json")
+    tokenizer = Tokenizer.train([text[:TRAIN_BYTES]], vocab_size=VOCAB_SIZE)
+    tokenizer.save(root / "tok.json")
+    tokenizer.export_tiktoken(root / "tok.tiktoken")
     docs = _documents(books)
     written = 0
     with (
@@ -104,6 +120,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
                 written += len(doc.encode("utf-8"))
     return {
         "tokenizer": root / "tok.json",
+        "tiktoken": root / "tok.tiktoken",
         "corpus": root / "docs.jsonl.gz",
         "text": root / "docs.txt",
         "out": root / "shards",
@@ -124,6 +141,11 @@ def test_prepare_jsonl_gz_speed_and_memory_against_encode_file(benchmark, files)
     details = {}
     if importlib.util.find_spec("gigatoken") is None:
         details["gigatoken"] = "not installed (pip install gigatoken)"
+    else:
+        args = {k: str(v) for k, v in files.items()}
+        peer = run_fresh(STATUS + GIGATOKEN.format(**args))
+        peers["gigatoken JsonlFileSource on the same JSONL.gz"] = size_mb / peer["seconds"]
+        details["gigatoken_peak_growth_mb"] = peer["growth_mb"]
     report(
         benchmark,
         size_mb / ours["seconds"],
