@@ -197,6 +197,45 @@ def test_sampling_helpers_never_modify_the_callers_logits():
     assert torch.equal(logits, original)
 
 
+def test_sampled_frequencies_follow_the_softmax_and_skip_filtered_ids():
+    logits = torch.tensor([2.0, 1.0, 0.5, -1.0, float("-inf")])
+    probs = logits.softmax(-1)
+    draws = 40_000
+    # one row per draw: every row is an independent sample
+    ids = sample_next_token(logits.expand(draws, -1), generator=torch.Generator().manual_seed(1))
+    counts = torch.bincount(ids[:, 0], minlength=5).double() / draws
+    sigma = (probs * (1 - probs) / draws).sqrt().double()
+    assert counts[4] == 0
+    assert torch.all((counts - probs.double()).abs() <= 5 * sigma + 1e-12)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"temperature": 0.8}, {"temperature": 1.3, "top_k": 7}, {"top_p": 0.6, "min_p": 0.05}],
+)
+def test_rows_with_their_own_generators_draw_what_they_draw_alone(options):
+    logits = random_logits(rows=5)
+    seeds = [3, None, 11, 3, 40]
+    generators = [None if s is None else torch.Generator().manual_seed(s) for s in seeds]
+    alone_generators = [None if s is None else torch.Generator().manual_seed(s) for s in seeds]
+    for _ in range(20):  # the generators advance as they would alone, step after step
+        together = sample_next_token(logits, generator=generators, **options)[:, 0].tolist()
+        for row, generator in enumerate(alone_generators):
+            if generator is not None:
+                alone = sample_next_token(logits[row : row + 1], generator=generator, **options)
+                assert together[row] == int(alone)
+
+
+def test_a_generator_list_must_match_the_rows_and_nan_logits_are_refused():
+    logits = random_logits(rows=3)
+    with pytest.raises(ValueError, match="one per row"):
+        sample_next_token(logits, generator=[torch.Generator()] * 2)
+    with pytest.raises(ValueError, match="one per row"):
+        sample_next_token(logits[0], generator=[torch.Generator()])
+    with pytest.raises(ValueError, match="NaN"):
+        sample_next_token(torch.full((2, 5), float("nan")))
+
+
 def test_one_dimensional_logits_give_one_id():
     ids = top_k_sampling(torch.randn(10), k=3)
     assert ids.shape == (1,)
