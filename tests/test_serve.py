@@ -8,6 +8,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 import torch
@@ -20,7 +22,7 @@ pytest.importorskip("starlette", reason="needs smallgpt[serve]")
 from serve_helpers import CONTEXT, running_server, train_tiny_run
 from smallgpt.checkpoint.resolve import load_for_inference
 from smallgpt.generate.decoding import _encode_prompt, generate
-from smallgpt.serve.cli import _parser
+from smallgpt.serve.cli import _parser, main
 from smallgpt.serve.scheduler import SamplingParams, Scheduler, Sequence
 from smallgpt.serve.server import _Choice, _events, _Inbox, create_app
 
@@ -340,3 +342,137 @@ def test_a_client_that_goes_away_cancels_its_sequences(run):
 
     assert asyncio.run(asyncio.wait_for(drain(), timeout=10)) == []
     assert all(seq.cancelled for seq in sequences)
+
+
+def test_prompts_admitted_together_are_prefilled_as_if_alone(run):
+    """One right-padded pass gives each prompt the logits and keys/values of running it alone."""
+    model, tokenizer, _ = load_for_inference(run, device="cpu")
+    scheduler = Scheduler(model, eos_token_id=None, max_batch=6)
+    prompts = [_encode_prompt(tokenizer, p) for p in PROMPTS[:6]]
+    assert len({len(p) for p in prompts}) > 2
+    slots = [5, 0, 3, 1, 4, 2]
+    with torch.inference_mode():
+        logits = scheduler._prefill(prompts, slots)
+        for row, (prompt, slot) in enumerate(zip(prompts, slots)):
+            ids = torch.tensor([prompt])
+            alone = model.logits(model.hidden(ids)[:, -1])  # no cache: the plain forward pass
+            torch.testing.assert_close(logits[row : row + 1], alone, rtol=0,
+                                       atol=1e-5 * float(alone.abs().max()))
+            cache = model.new_kv_cache(1, len(prompt))
+            model.hidden(ids, kv_cache=cache)
+            n = len(prompt)
+            assert scheduler.pool.lengths[slot] == n
+            for pool, reference in ((scheduler.pool.k, cache.k), (scheduler.pool.v, cache.v)):
+                torch.testing.assert_close(pool[:, slot, :, :n], reference[:, 0], rtol=0,
+                                           atol=1e-5 * float(reference.abs().max()))
+
+
+def test_greedy_batched_prefill_and_decoding_equal_generate_alone_in_float64(run):
+    # float64: batched and single-sequence rounding differ far below any argmax gap
+    model, tokenizer, _ = load_for_inference(run, device="cpu")
+    model = model.double()
+    scheduler = Scheduler(model, eos_token_id=None, max_batch=6)
+    groups: list[int] = []
+    prefill = scheduler._prefill
+
+    def counted(prompts, slots):
+        groups.append(len(prompts))
+        return prefill(prompts, slots)
+
+    scheduler._prefill = counted
+    prompts = [_encode_prompt(tokenizer, p) for p in PROMPTS[:6]]
+    outputs: list[list[int]] = [[] for _ in prompts]
+    reasons: dict[int, str] = {}
+    scheduler.submit([
+        Sequence(p, SamplingParams(max_tokens=12, temperature=0), outputs[i].append,
+                 lambda r, i=i: reasons.__setitem__(i, r))
+        for i, p in enumerate(prompts)
+    ])
+    for _ in range(20):
+        if len(reasons) == len(prompts):
+            break
+        scheduler.step()
+    assert groups == [6]  # all six in one forward pass
+    assert reasons == dict.fromkeys(range(6), "length")
+    for prompt, output in zip(prompts, outputs):
+        assert output == generate(model, [prompt], 12, temperature=0)[0]
+
+
+def test_a_prompt_that_fails_its_prefill_fails_alone(run):
+    model, tokenizer, _ = load_for_inference(run, device="cpu")
+    scheduler = Scheduler(model, eos_token_id=None, max_batch=4)
+    good = [_encode_prompt(tokenizer, p) for p in PROMPTS[:2]]
+    prompts = [good[0], [1, model.get_vocab_size() + 5], good[1]]
+    outputs: list[list[int]] = [[] for _ in prompts]
+    reasons: dict[int, str] = {}
+    params = [SamplingParams(max_tokens=8, temperature=0.9, seed=20 + i) for i in range(3)]
+    scheduler.submit([
+        Sequence(p, params[i], outputs[i].append, lambda r, i=i: reasons.__setitem__(i, r))
+        for i, p in enumerate(prompts)
+    ])
+    for _ in range(20):
+        if len(reasons) == len(prompts):
+            break
+        scheduler.step()
+    assert reasons[0] == reasons[2] == "length"
+    assert reasons[1].startswith("error:") and "vocab" in reasons[1] and outputs[1] == []
+    for i in (0, 2):
+        expected = generate(model, [prompts[i]], 8, temperature=0.9, seed=20 + i)[0]
+        assert outputs[i] == expected
+    assert sorted(scheduler.free) == [0, 1, 2, 3]
+
+
+def test_the_decoding_thread_runs_on_the_thread_count_asked(run, capsys):
+    model, _, _ = load_for_inference(run, device="cpu")
+    main_threads = torch.get_num_threads()
+    asked = main_threads + 1
+    seen: list[int] = []
+    done = threading.Event()
+    scheduler = Scheduler(model, eos_token_id=None, max_batch=2, num_threads=asked)
+    scheduler.start()
+    try:
+        scheduler.submit([Sequence([1, 2], SamplingParams(max_tokens=3),
+                                   lambda t: seen.append(torch.get_num_threads()),
+                                   lambda r: done.set())])
+        assert done.wait(timeout=30)
+    finally:
+        scheduler.stop()
+    assert seen == [asked] * 3 and torch.get_num_threads() == main_threads
+    assert Scheduler(model, eos_token_id=None).num_threads == main_threads
+    with pytest.raises(ValueError, match="num_threads"):
+        Scheduler(model, eos_token_id=None, num_threads=0)
+    assert main(["--checkpoint", str(run), "--threads", "0"]) == 1
+    assert "--threads must be >= 1" in capsys.readouterr().err
+
+
+def test_the_inbox_wakes_the_loop_only_for_events_that_ask():
+    async def scenario():
+        inbox = _Inbox(asyncio.get_running_loop())
+
+        def from_thread(*puts):
+            thread = threading.Thread(target=lambda: [inbox.put(*p) for p in puts])
+            thread.start()
+            thread.join()
+
+        waiting = asyncio.create_task(inbox.take(timeout=0.3))
+        await asyncio.sleep(0)
+        from_thread(((0, "token", 5), False), ((0, "token", 6), False))
+        quiet = await waiting  # tokens put without a wake-up leave the loop asleep
+        waiting = asyncio.create_task(inbox.take(timeout=30))
+        await asyncio.sleep(0)
+        start = time.monotonic()
+        from_thread(((1, "token", 7), False), ((1, "finish", "length"),))
+        woken = await waiting
+        eager = [((0, "token", t),) for t in range(100)]
+        from_thread(*eager)
+        taken = []
+        while len(taken) < 100:
+            events, timed_out = await inbox.take(timeout=5)
+            assert not timed_out
+            taken += events
+        return quiet, woken, time.monotonic() - start, taken
+
+    quiet, woken, seconds, taken = asyncio.run(asyncio.wait_for(scenario(), timeout=60))
+    assert quiet == ([(0, "token", 5), (0, "token", 6)], True)
+    assert woken == ([(1, "token", 7), (1, "finish", "length")], False) and seconds < 5
+    assert taken == [(0, "token", t) for t in range(100)]
