@@ -2,8 +2,8 @@
 glob patterns and Hugging Face datasets, each read as a stream of documents.
 
 A `.txt` file is one document. A `.jsonl`/`.ndjson` line and a `.parquet` row is one document:
-its `text_field` (default "text"); JSON lines are parsed in Rust (`_bpe.parse_jsonl`, on all
-cores) as Python's `json` reads them, NaN and Infinity included. `.gz`, `.zst` and `.bz2` after any of these decompress by
+its `text_field` (default "text"); JSON lines are parsed in Rust (`_bpe.parse_jsonl`, without
+the GIL) as Python's `json` reads them, NaN and Infinity included. `.gz`, `.zst` and `.bz2` after any of these decompress by
 extension. Directories are searched recursively and, like glob patterns, give their files in
 sorted order, so a corpus always reads the same way. `hf:NAME[:SPLIT]` reads a `datasets`
 dataset (a Hub name or a folder written by `save_to_disk`; split default "train").
@@ -312,8 +312,9 @@ def _block_records(
     stats: ReadStats,
 ) -> Iterator[str]:
     """The texts of `block` (whole lines, the first one line `line` at byte `offset` of the
-    decompressed file), parsed in Rust on all cores; bad lines are raised or counted in turn."""
-    texts, bad = _bpe.parse_jsonl(block, text_field)
+    decompressed file), parsed in Rust without the GIL; bad lines are raised or counted in turn."""
+    # One thread: the reader's own, so parsing never waits behind the encoder's threads.
+    texts, bad = _bpe.parse_jsonl(block, text_field, 1)
     done = 0
     for position, index, kind, detail in bad:
         yield from texts[done:position]
