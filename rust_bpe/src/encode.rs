@@ -14,6 +14,7 @@ use std::sync::Mutex;
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 
+use crate::piece_table::PieceTable;
 use crate::pretokenize::{for_each_span, split_at_safe_cuts, Pattern};
 use crate::vocab::{pair_key, PairKey, Vocab};
 
@@ -154,9 +155,10 @@ pub struct Encoder {
     pattern: Pattern,
     /// Regular token bytes -> id.
     token_ids: FxHashMap<Vec<u8>, u32>,
-    /// The same for tokens of at most `PACKED_MAX` bytes, keyed by `pack(bytes)`: hashing and
-    /// comparing one integer is much cheaper than a byte string, and most pieces are short.
-    short_ids: FxHashMap<u128, u32>,
+    /// The tokens of 2 to `PACKED_MAX` bytes, keyed by `pack(bytes)`: hashing and comparing one
+    /// integer is much cheaper than a byte string, and most pieces are short. Each encoding
+    /// state starts from a copy and adds the pieces it merges.
+    token_pieces: PieceTable,
     /// `pair_key(left, right)` -> id of the token their bytes concatenate to.
     pairs: FxHashMap<PairKey, u32>,
     /// Id of each single byte.
@@ -183,57 +185,51 @@ struct Scratch {
     heap: BinaryHeap<Reverse<u64>>,
 }
 
-/// A small direct-mapped cache of the pieces last found to be single tokens. Word frequencies
-/// are Zipfian, so it answers most lookups from L1/L2 cache instead of the large token table.
-struct RecentTokens {
-    /// Packed piece keys; 0 (no piece packs to 0: the length byte is at least 2) marks empty.
-    keys: Vec<u128>,
-    ids: Vec<u32>,
-    shift: u32,
+/// A piece of a batch waiting for its ids: its byte range and, for a piece of 2 to
+/// `PACKED_MAX` bytes, its packed key (0 for the others).
+#[derive(Clone, Copy)]
+struct Pending {
+    start: usize,
+    end: usize,
+    key: u128,
 }
 
-impl RecentTokens {
-    const SIZE: usize = 1 << 14;
+/// Pieces are looked up this many at a time, their table slots prefetched as they are found.
+const BATCH: usize = 32;
 
-    fn new() -> RecentTokens {
-        RecentTokens {
-            keys: vec![0; Self::SIZE],
-            ids: vec![0; Self::SIZE],
-            shift: 64 - Self::SIZE.trailing_zeros(),
-        }
-    }
-
-    #[inline(always)]
-    fn slot(&self, key: u128) -> usize {
-        let mixed = (key as u64 ^ (key >> 64) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        (mixed >> self.shift) as usize
-    }
-}
-
-/// What encoding remembers between pieces, texts and calls: the recent single-token pieces,
-/// the ids of the short pieces that had to be merged, and the merge buffers. The encoder keeps
-/// the states of finished calls, so a call starts with the caches of earlier ones (warm calls
-/// and texts encoded one after the other merge each new word once).
+/// What encoding remembers between pieces, texts and calls: the ids of every short piece met
+/// (tokens and merged pieces, in one table), those of the long pieces, and the buffers. The
+/// encoder keeps the states of finished calls, so a call starts with the caches of earlier
+/// ones (warm calls and texts encoded one after the other merge each new piece once).
 struct EncodeState {
-    recent: RecentTokens,
-    /// Packed piece -> range of its ids in `merged_ids`.
-    merged: FxHashMap<u128, (usize, usize)>,
-    merged_ids: Vec<u32>,
+    pieces: PieceTable,
+    /// Long piece -> range of its ids in `long_ids`.
+    long: FxHashMap<Box<[u8]>, (usize, usize)>,
+    long_ids: Vec<u32>,
+    /// Bytes of the keys of `long`.
+    long_bytes: usize,
+    batch: Vec<Pending>,
+    merged: Vec<u32>,
     scratch: Scratch,
 }
 
 /// At most this many states are kept: as many as threads encode at once, up to this.
 const KEPT_STATES: usize = 16;
-/// A kept state forgets its merged pieces once they hold this many ids (4 MB, and at most
-/// half as many pieces), so that kept states stay small.
-const MERGED_IDS_MAX: usize = 1 << 20;
+/// A kept state goes back to the vocabulary's own pieces once it holds this many merged pieces
+/// (a table of 32 MB), and forgets its long pieces past `LONG_MAX` bytes or ids, so that kept
+/// states stay bounded.
+const MERGED_PIECES_MAX: usize = 1 << 19;
+const LONG_MAX: usize = 1 << 22;
 
 impl EncodeState {
-    fn new() -> EncodeState {
+    fn new(pieces: PieceTable) -> EncodeState {
         EncodeState {
-            recent: RecentTokens::new(),
-            merged: FxHashMap::default(),
-            merged_ids: Vec::new(),
+            pieces,
+            long: FxHashMap::default(),
+            long_ids: Vec::new(),
+            long_bytes: 0,
+            batch: Vec::with_capacity(BATCH),
+            merged: Vec::new(),
             scratch: Scratch::default(),
         }
     }
@@ -277,10 +273,15 @@ impl Encoder {
                 }
             }
         }
-        let short_ids = token_ids
+        let short: Vec<(u128, u32)> = token_ids
             .iter()
+            .filter(|(bytes, _)| bytes.len() > 1)
             .filter_map(|(bytes, &id)| pack(bytes).map(|key| (key, id)))
             .collect();
+        let mut token_pieces = PieceTable::with_room(short.len());
+        for (key, id) in short {
+            token_pieces.insert(key, &[id]);
+        }
         let mut byte_ids = [0u32; 256];
         for (b, slot) in byte_ids.iter_mut().enumerate() {
             *slot = token_ids.get(&[b as u8][..]).copied().unwrap_or(b as u32);
@@ -312,7 +313,7 @@ impl Encoder {
         Encoder {
             pattern: vocab.pattern,
             token_ids,
-            short_ids,
+            token_pieces,
             pairs,
             byte_ids,
             byte_pairs,
@@ -348,10 +349,16 @@ impl Encoder {
     /// Runs `f` with a kept state (a new one when none is free), and keeps it after.
     fn with_state<R>(&self, f: impl FnOnce(&mut EncodeState) -> R) -> R {
         let kept = self.states.lock().ok().and_then(|mut states| states.pop());
-        let mut state = kept.unwrap_or_else(EncodeState::new);
-        if state.merged_ids.len() > MERGED_IDS_MAX {
-            state.merged.clear();
-            state.merged_ids.clear();
+        let mut state = kept.unwrap_or_else(|| EncodeState::new(self.token_pieces.clone()));
+        if state.pieces.len() > self.token_pieces.len() + MERGED_PIECES_MAX
+            || state.pieces.arena_len() > LONG_MAX
+        {
+            state.pieces = self.token_pieces.clone();
+        }
+        if state.long_bytes > LONG_MAX || state.long_ids.len() > LONG_MAX {
+            state.long.clear();
+            state.long_ids.clear();
+            state.long_bytes = 0;
         }
         let result = f(&mut state);
         if let Ok(mut states) = self.states.lock() {
@@ -364,50 +371,71 @@ impl Encoder {
 
     /// Appends the ids of `text` (special token strings as plain text) to `out`.
     fn encode_ordinary_into<T: Id>(&self, text: &str, out: &mut Vec<T>, state: &mut EncodeState) {
+        let bytes = text.as_bytes();
+        state.batch.clear();
+        for_each_span(self.pattern, text, |start, end| {
+            let key = if end - start > 1 {
+                pack_at(bytes, start, end).unwrap_or(0)
+            } else {
+                0
+            };
+            if key != 0 {
+                state.pieces.prefetch(key);
+            }
+            state.batch.push(Pending { start, end, key });
+            if state.batch.len() == BATCH {
+                self.encode_batch_of_pieces(bytes, out, state);
+            }
+        });
+        self.encode_batch_of_pieces(bytes, out, state);
+    }
+
+    /// Appends the ids of the pieces of `state.batch` (of `text`) to `out`, and empties it.
+    #[inline(always)]
+    fn encode_batch_of_pieces<T: Id>(
+        &self,
+        text: &[u8],
+        out: &mut Vec<T>,
+        state: &mut EncodeState,
+    ) {
         let EncodeState {
-            recent,
+            pieces,
+            long,
+            long_ids,
+            long_bytes,
+            batch,
             merged,
-            merged_ids,
             scratch,
         } = state;
         let extend = |out: &mut Vec<T>, ids: &[u32]| out.extend(ids.iter().map(|&i| T::from_id(i)));
-        // Long pieces that are not tokens are merged once per call; repeats copy the ids they
-        // wrote first (their range in `out`).
-        let mut seen_long: FxHashMap<&[u8], (usize, usize)> = FxHashMap::default();
-        let bytes = text.as_bytes();
-        for_each_span(self.pattern, text, |s, e| {
-            let piece = &bytes[s..e];
-            if piece.len() == 1 {
-                out.push(T::from_id(self.byte_ids[piece[0] as usize]));
-                return;
-            }
-            if let Some(key) = pack_at(bytes, s, e) {
-                let slot = recent.slot(key);
-                if recent.keys[slot] == key {
-                    out.push(T::from_id(recent.ids[slot]));
-                } else if let Some(&id) = self.short_ids.get(&key) {
-                    recent.keys[slot] = key;
-                    recent.ids[slot] = id;
-                    out.push(T::from_id(id));
-                } else if let Some(&(from, to)) = merged.get(&key) {
-                    extend(out, &merged_ids[from..to]);
+        for &Pending { start, end, key } in batch.iter() {
+            let piece = &text[start..end];
+            if key != 0 {
+                if let Some(ids) = pieces.get(key) {
+                    if let [id] = ids {
+                        out.push(T::from_id(*id));
+                    } else {
+                        extend(out, ids);
+                    }
                 } else {
-                    let from = merged_ids.len();
-                    self.merge_short(piece, merged_ids, scratch);
-                    extend(out, &merged_ids[from..]);
-                    merged.insert(key, (from, merged_ids.len()));
+                    merged.clear();
+                    self.merge_short(piece, merged, scratch);
+                    extend(out, merged);
+                    pieces.insert(key, merged);
                 }
-            } else if let Some(&(from, to)) = seen_long.get(piece) {
-                out.extend_from_within(from..to);
+            } else if piece.len() == 1 {
+                out.push(T::from_id(self.byte_ids[piece[0] as usize]));
+            } else if let Some(&(from, to)) = long.get(piece) {
+                extend(out, &long_ids[from..to]);
             } else {
-                // Merged at the end of `merged_ids`, which keeps only short pieces.
-                let (start, from) = (out.len(), merged_ids.len());
-                self.encode_piece(piece, merged_ids, scratch);
-                extend(out, &merged_ids[from..]);
-                merged_ids.truncate(from);
-                seen_long.insert(piece, (start, out.len()));
+                let from = long_ids.len();
+                self.encode_piece(piece, long_ids, scratch);
+                extend(out, &long_ids[from..]);
+                long.insert(piece.into(), (from, long_ids.len()));
+                *long_bytes += piece.len();
             }
-        });
+        }
+        batch.clear();
     }
 
     /// Encodes `text`; occurrences of the special tokens whose ids are in `allowed` become those
@@ -1052,9 +1080,22 @@ mod tests {
         for text in [a, b, a, b] {
             assert_eq!(encoder.encode_ordinary(text), uncached(text));
         }
-        // A state whose merged pieces outgrow the bound starts the next call without them.
-        encoder.with_state(|state| state.merged_ids.resize(MERGED_IDS_MAX + 1, 0));
-        encoder.with_state(|state| assert!(state.merged_ids.is_empty()));
+        // A state whose caches outgrow their bounds starts the next call without them.
+        let tokens = encoder.token_pieces.len();
+        encoder.with_state(|state| {
+            assert!(state.pieces.len() > tokens);
+            state.long.insert(Box::from(&b"a long piece"[..]), (0, 0));
+            state.long_bytes = LONG_MAX + 1;
+            for i in 0..=MERGED_PIECES_MAX as u32 {
+                state
+                    .pieces
+                    .insert(pack(&i.to_le_bytes()).expect("4 bytes") | 1 << 100, &[0]);
+            }
+        });
+        encoder.with_state(|state| {
+            assert_eq!(state.pieces.len(), tokens);
+            assert!(state.long.is_empty() && state.long_ids.is_empty());
+        });
         assert_eq!(encoder.encode_ordinary(a), uncached(a));
     }
 

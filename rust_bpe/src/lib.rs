@@ -6,7 +6,8 @@
 //! - `train`: counting pieces and learning merges as Hugging Face's `BpeTrainer` does.
 //! - `vocab`: the learned vocabulary and its file formats.
 //! - `stream`: reading UTF-8 text in batches cut at safe cuts (files for counting and encoding).
-//! - `encode`: text to ids as tiktoken encodes, ids to bytes; `encode_file` streams a file.
+//! - `encode`: text to ids as tiktoken encodes, ids to bytes; `piece_table` is its piece -> ids
+//!   table; `encode_file` streams a file.
 //! - `decode`: incremental UTF-8 decoding of token bytes.
 //! - `jsonl`: the text field of JSON Lines records, parsed in parallel.
 //! - `python` (feature `python`): the `smallgpt._bpe` extension module.
@@ -16,6 +17,7 @@ pub mod decode;
 pub mod encode;
 pub mod encode_file;
 pub mod jsonl;
+mod piece_table;
 pub mod pretokenize;
 mod stream;
 #[cfg(test)]

@@ -287,6 +287,187 @@ fn cl100k_piece_end(b: &[u8], s: usize) -> usize {
     }
 }
 
+/// Byte flags of the GPT-2 block scanner: ASCII letter, digit, ' ', other ASCII whitespace, and
+/// "slow" (an apostrophe, which may start a contraction, or a byte of a non-ASCII character).
+const F_LETTER: u8 = 1;
+const F_DIGIT: u8 = 2;
+const F_SPACE: u8 = 4;
+const F_WHITE: u8 = 8;
+const F_SLOW: u8 = 16;
+
+static BYTE_FLAGS: [u8; 256] = {
+    let mut table = [F_SLOW; 256];
+    let mut i = 0;
+    while i < 128 {
+        table[i] = match ASCII_CLASS[i] {
+            Class::Letter => F_LETTER,
+            Class::Number => F_DIGIT,
+            Class::Space if i == b' ' as usize => F_SPACE,
+            Class::Space => F_WHITE,
+            Class::Other if i == b'\'' as usize => F_SLOW,
+            Class::Other => 0,
+        };
+        i += 1;
+    }
+    table
+};
+
+/// Bytes per block of the GPT-2 block scanner (one bit each in a u64).
+const BLOCK: usize = 64;
+
+/// Masks of the `BLOCK` bytes at `at` (bit j for byte `at + j`): letters, digits, ' ', other
+/// whitespace and slow bytes, as `BYTE_FLAGS` gives them.
+#[derive(Debug, PartialEq, Eq)]
+struct BlockMasks {
+    letter: u64,
+    digit: u64,
+    space: u64,
+    white: u64,
+    slow: u64,
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+fn block_masks(b: &[u8], at: usize) -> BlockMasks {
+    block_masks_by_table(b, at)
+}
+
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+#[inline(always)]
+fn block_masks_by_table(b: &[u8], at: usize) -> BlockMasks {
+    let mut m = BlockMasks {
+        letter: 0,
+        digit: 0,
+        space: 0,
+        white: 0,
+        slow: 0,
+    };
+    for (j, &byte) in b[at..at + BLOCK].iter().enumerate() {
+        let flags = BYTE_FLAGS[byte as usize];
+        let bit = |flag: u8| u64::from(flags & flag != 0) << j;
+        m.letter |= bit(F_LETTER);
+        m.digit |= bit(F_DIGIT);
+        m.space |= bit(F_SPACE);
+        m.white |= bit(F_WHITE);
+        m.slow |= bit(F_SLOW);
+    }
+    m
+}
+
+/// `block_masks_by_table` with SSE2 (every x86-64 CPU has it), 16 bytes per compare.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn block_masks(b: &[u8], at: usize) -> BlockMasks {
+    use std::arch::x86_64::*;
+    let block = &b[at..at + BLOCK];
+    let mut m = BlockMasks {
+        letter: 0,
+        digit: 0,
+        space: 0,
+        white: 0,
+        slow: 0,
+    };
+    // SAFETY: SSE2 is part of x86-64, so these instructions exist on every CPU this runs on;
+    // each load reads the 16 bytes of one chunk, with no alignment needed.
+    unsafe {
+        let splat = |x: u8| _mm_set1_epi8(x as i8);
+        // Signed compares: bytes >= 0x80 are negative, below every bound.
+        let within = |x: __m128i, low: u8, high: u8| {
+            _mm_and_si128(
+                _mm_cmpgt_epi8(x, splat(low - 1)),
+                _mm_cmpgt_epi8(splat(high + 1), x),
+            )
+        };
+        let bits = |x: __m128i| _mm_movemask_epi8(x) as u16 as u64;
+        for (k, chunk) in block.chunks_exact(16).enumerate() {
+            let x = _mm_loadu_si128(chunk.as_ptr().cast());
+            let shift = 16 * k;
+            m.letter |= bits(within(_mm_or_si128(x, splat(0x20)), b'a', b'z')) << shift;
+            m.digit |= bits(within(x, b'0', b'9')) << shift;
+            m.space |= bits(_mm_cmpeq_epi8(x, splat(b' '))) << shift;
+            m.white |= bits(within(x, 0x09, 0x0d)) << shift;
+            m.slow |= bits(_mm_or_si128(x, _mm_cmpeq_epi8(x, splat(b'\'')))) << shift;
+        }
+    }
+    m
+}
+
+/// Bit j set where piece boundaries fall at `at + j`, for a block of `BLOCK` bytes at `at` with
+/// masks `m` and no slow byte in it, in the 3 bytes before it or in the one after it. Within
+/// plain ASCII, GPT-2's pieces are runs of letters, digits or other characters, each led by at
+/// most one ' ', and runs of whitespace, of which a run followed by a non-space leaves its last
+/// character to the next piece (that character leads it if it is ' ', else it is a piece
+/// alone). So a boundary falls before i where:
+/// - i and i-1 are non-space of different classes;
+/// - i is non-space after whitespace other than ' ';
+/// - i is whitespace after a non-space;
+/// - i is the last of two or more whitespace characters, followed by a non-space.
+///
+/// (Contractions would end a piece inside a letter run, hence the 3 plain bytes before.)
+#[inline(always)]
+fn gpt2_block_boundaries(b: &[u8], at: usize, m: &BlockMasks) -> u64 {
+    // The flags of the bytes before and after the block (the text's start counts as a
+    // non-space of no class: a piece starts at 0 anyway).
+    let before = if at > 0 {
+        BYTE_FLAGS[b[at - 1] as usize]
+    } else {
+        0
+    };
+    let after = BYTE_FLAGS[b[at + BLOCK] as usize];
+    let prev = |mask: u64, flag: u8| mask << 1 | u64::from(before & flag != 0);
+    let any_space = m.space | m.white;
+    let non = !any_space;
+    let prev_non = !prev(any_space, F_SPACE | F_WHITE);
+    let next_non = !(any_space >> 1 | u64::from(after & (F_SPACE | F_WHITE) != 0) << 63);
+    let class_change = (m.letter ^ prev(m.letter, F_LETTER)) | (m.digit ^ prev(m.digit, F_DIGIT));
+    (non & prev_non & class_change)
+        | (non & prev(m.white, F_WHITE))
+        | (any_space & prev_non)
+        | (any_space & !prev_non & next_non)
+}
+
+/// GPT-2's pieces of `b`: blocks of plain ASCII through `gpt2_block_boundaries`, the rest
+/// (and the pieces that run out of a block into other text) through the scanner.
+#[inline(always)]
+fn gpt2_spans(b: &[u8], mut f: impl FnMut(usize, usize)) {
+    // `start`: where the current piece starts; `at`: the next block to try, never before it.
+    let (mut start, mut at) = (0, 0);
+    // The scanner goes on until `start` reaches this (past the last slow byte seen).
+    let mut scan_until = 0;
+    while start < b.len() {
+        if start >= scan_until && at + BLOCK < b.len() {
+            let m = block_masks(b, at);
+            let edges = b[at.saturating_sub(3)..at]
+                .iter()
+                .chain([&b[at + BLOCK]])
+                .any(|&x| BYTE_FLAGS[x as usize] & F_SLOW != 0);
+            if m.slow == 0 && !edges {
+                let mut bits = gpt2_block_boundaries(b, at, &m);
+                while bits != 0 {
+                    let end = at + bits.trailing_zeros() as usize;
+                    if end > start {
+                        f(start, end);
+                        start = end;
+                    }
+                    bits &= bits - 1;
+                }
+                at += BLOCK;
+                continue;
+            }
+            // Blocks resume past the last slow byte (and the 3 bytes a contraction may take).
+            scan_until = if m.slow != 0 {
+                at + 64 - m.slow.leading_zeros() as usize + 3
+            } else {
+                at + BLOCK + 5
+            };
+        }
+        let end = gpt2_piece_end(b, start);
+        f(start, end);
+        start = end;
+        at = at.max(start);
+    }
+}
+
 /// Calls `f` for each pre-token piece of `text`, in order; the pieces concatenate to `text`.
 #[inline]
 pub fn for_each_piece<'a>(pattern: Pattern, text: &'a str, mut f: impl FnMut(&'a str)) {
@@ -301,13 +482,7 @@ pub fn for_each_span(pattern: Pattern, text: &str, mut f: impl FnMut(usize, usiz
     // One loop per pattern, each calling its scanner directly so that it is inlined.
     let mut start = 0;
     match pattern {
-        Pattern::Gpt2 => {
-            while start < b.len() {
-                let end = gpt2_piece_end(b, start);
-                f(start, end);
-                start = end;
-            }
-        }
+        Pattern::Gpt2 => gpt2_spans(b, f),
         Pattern::Cl100k => {
             while start < b.len() {
                 let end = cl100k_piece_end(b, start);
@@ -498,6 +673,79 @@ mod tests {
             let text: String = text.iter().collect();
             for pattern in [Pattern::Gpt2, Pattern::Cl100k] {
                 check_cuts(pattern, &text, 1);
+            }
+        }
+    }
+
+    /// GPT-2's pieces from the scanner alone, piece after piece.
+    fn gpt2_scanned(text: &str) -> Vec<&str> {
+        let (b, mut start, mut out) = (text.as_bytes(), 0, Vec::new());
+        while start < b.len() {
+            let end = gpt2_piece_end(b, start);
+            out.push(&text[start..end]);
+            start = end;
+        }
+        out
+    }
+
+    #[test]
+    fn block_masks_agree_with_the_byte_table() {
+        let bytes: Vec<u8> = (0..=255u8).chain(0..=255u8).collect();
+        for at in (0..bytes.len() - BLOCK).step_by(7) {
+            assert_eq!(
+                block_masks(&bytes, at),
+                block_masks_by_table(&bytes, at),
+                "{at}"
+            );
+        }
+        for byte in 0..128u8 {
+            let class = ASCII_CLASS[byte as usize];
+            let flags = BYTE_FLAGS[byte as usize];
+            assert_eq!(flags & F_LETTER != 0, class == Class::Letter, "{byte}");
+            assert_eq!(flags & F_DIGIT != 0, class == Class::Number, "{byte}");
+            assert_eq!(
+                flags & (F_SPACE | F_WHITE) != 0,
+                class == Class::Space,
+                "{byte}"
+            );
+        }
+    }
+
+    #[test]
+    fn gpt2_blocks_split_as_the_scanner_does() {
+        // Long plain ASCII stretches (blocks), broken by contractions, non-ASCII characters and
+        // whitespace runs of every kind, in every position relative to a block's edges.
+        let alphabet =
+            "aaaaaeeettnnZ  \n\n\t\r\u{b}\u{1c}0129..,;!-_()'sStTdDlLrReEvVmMé中😀\u{a0}\u{85}";
+        let text = random_text(alphabet, 0x2545_F491_4F6C_DD1D, 60_000);
+        let plain_heavy = random_text("abcdefgh   \n\t012.,;()", 7, 60_000);
+        let texts = [
+            text.as_str(),
+            plain_heavy.as_str(),
+            &SHAKESPEARE[..100_000],
+            MIXED,
+        ];
+        for text in texts {
+            // Shifted by a few bytes, so that blocks start at other places.
+            for offset in 0..4 {
+                let Some(text) = text.get(offset..) else {
+                    continue;
+                };
+                assert_eq!(
+                    pieces(Pattern::Gpt2, text),
+                    gpt2_scanned(text),
+                    "offset {offset}"
+                );
+            }
+        }
+        for ending in ["  ", "\n\n", " x", "'s", "ab\n ", "a\u{a0}"] {
+            for len in 60..140 {
+                let text = format!("{}{ending}", &"ab cd\t\t  ef 12".repeat(10)[..len]);
+                assert_eq!(
+                    pieces(Pattern::Gpt2, &text),
+                    gpt2_scanned(&text),
+                    "{text:?}"
+                );
             }
         }
     }
