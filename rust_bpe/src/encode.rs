@@ -195,7 +195,7 @@ struct Pending {
 }
 
 /// Pieces are looked up this many at a time, their table slots prefetched as they are found.
-const BATCH: usize = 32;
+const BATCH: usize = 64;
 
 /// What encoding remembers between pieces, texts and calls: the ids of every short piece met
 /// (tokens and merged pieces, in one table), those of the long pieces, and the buffers. The
