@@ -9,7 +9,8 @@
 Both sides are warm: the server has answered a concurrent round and a single request, and
 `generate` has run once, before anything is timed. The machine is shared, so the two sides of
 each ratio are timed in turns (ROUNDS of each, interleaved) and the ratio is that of their
-medians; the figures of every round are in `extra_info`. The server runs one decoding thread
+medians; the figures of every round, and the median of the ratios of the rounds side by side
+(`median_round_ratio`, the steadier when the machine's load drifts), are in `extra_info`. The server runs one decoding thread
 with 1 torch thread (`--threads 1`) beside its event loop's thread; `generate` runs in this
 process on 1 torch thread.
 """
@@ -132,6 +133,7 @@ def test_concurrent_clients_vs_one_at_a_time(benchmark, server):
         {"one at a time": statistics.median(alone_rates)}, target=">= 4",
         clients=CLIENTS, new_tokens=NEW_TOKENS, threads=THREADS, rounds=ROUNDS,
         rates=together_rates, one_at_a_time_rates=alone_rates,
+        median_round_ratio=statistics.median(a / b for a, b in zip(together_rates, alone_rates)),
         p50_s=percentile(together_latencies, 50), p99_s=percentile(together_latencies, 99),
         one_at_a_time_p50_s=percentile(alone_latencies, 50),
         one_at_a_time_p99_s=percentile(alone_latencies, 99),
@@ -174,4 +176,6 @@ def test_one_request_vs_generate_in_process(benchmark, server, checkpoint):
     report(benchmark, statistics.median(server_rates), "tok/s",
            {"generate in process": statistics.median(generate_rates)}, target=">= 0.9",
            new_tokens=NEW_TOKENS, threads=THREADS, rounds=SINGLE_ROUNDS, rates=server_rates,
-           generate_rates=generate_rates)
+           generate_rates=generate_rates,
+           median_round_ratio=statistics.median(
+               a / b for a, b in zip(server_rates, generate_rates)))
