@@ -28,6 +28,7 @@ _VERSIONED = (
     "tiktoken",
     "tokenizers",
     "gigabpe",
+    "gigatoken",
     "rustbpe",
     "flashbpe",
     "tokie",
