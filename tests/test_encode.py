@@ -202,6 +202,21 @@ def test_encode_to_numpy_equals_tiktoken_in_parallel(tokenizer):
         assert ids.tolist() == expected
 
 
+def test_encode_batch_to_numpy_gives_each_texts_tiktoken_ids_one_after_the_other(tokenizer):
+    big = corpus_text("gutenberg_10mb", 2_500_000)  # over 2 MB: cut across the threads
+    world = corpus_text("multilingual_emoji")
+    texts = [world[:3000], "", big, " <|endoftext|> as text", world[3000:9000]]
+    twin = tiktoken_twin(tokenizer)
+    for threads in (1, 2):
+        ids, offsets = tokenizer.encode_batch_to_numpy(texts, num_threads=threads)
+        assert ids.dtype == tokenizer.token_dtype and offsets.dtype == np.int64
+        assert offsets.tolist()[0] == 0 and offsets.tolist()[-1] == len(ids)
+        for i, text in enumerate(texts):
+            assert ids[offsets[i] : offsets[i + 1]].tolist() == twin.encode_ordinary(text), i
+    with pytest.raises(TypeError, match=r"texts\[1\] must be a str"):
+        tokenizer.encode_batch_to_numpy(["a", 3])
+
+
 @pytest.mark.parametrize("corpus", ["tinyshakespeare", "wikitext2_test", "multilingual_emoji"])
 def test_encode_file_to_numpy_equals_tiktoken(tokenizer, corpus):
     path = corpus_path(corpus)
