@@ -240,10 +240,18 @@ def python_reading(line: bytes, field: str) -> tuple:
     if not isinstance(record, dict):
         return ("missing", type(record).__name__)
     if field not in record:
-        return ("missing", sorted(record))
+        # A key with a lone surrogate escape (no UTF-8) is listed with U+FFFD for its bytes.
+        return ("missing", sorted({as_text(key) for key in record}))
     if not isinstance(record[field], str):
         return ("type", type(record[field]).__name__)
+    if as_text(record[field]) != record[field]:
+        return ("json",)  # a lone surrogate escape in the text: no UTF-8 text to encode
     return ("text", record[field])
+
+
+def as_text(text: str) -> str:
+    """`text` with each lone surrogate's UTF-8-like bytes decoded as U+FFFD."""
+    return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
 
 
 def rust_reading(line: bytes, field: str) -> tuple:
@@ -297,6 +305,9 @@ def test_a_jsonl_line_reads_as_pythons_json_reads_it(record, ensure_ascii, mutat
 
 def test_jsonl_lines_python_accepts_beyond_strict_json():
     lines = [
+        b'{"\\ud800": "\\udc00", "text": "lone surrogates elsewhere"}',
+        b'{"\\ud800x": 1}',
+        b'{"text": "a lone \\udc00 surrogate"}',
         b'\xef\xbb\xbf{"text": "after a byte-order mark"}',
         b'{"score": NaN, "bounds": [-Infinity, Infinity], "text": "numbers"}\r\n',
         b'{"text": Infinity}',

@@ -155,13 +155,12 @@ fn record_text<'a>(record: Record<'a>, line: &str) -> Result<Option<Cow<'a, str>
         Record::NotString(kind) => Err(BadLine::NotString { kind }),
         Record::NotObject(kind) => Err(BadLine::NotObject { kind }),
         Record::NoField => {
-            let keys: serde_json::Map<String, serde_json::Value> = serde_json::from_str(line)
+            let keys = (&mut serde_json::Deserializer::from_str(line))
+                .deserialize_map(Keys)
                 .map_err(|e| BadLine::NotJson {
                     reason: json_reason(&e),
                 })?;
-            Err(BadLine::NoField {
-                keys: keys.keys().cloned().collect(),
-            })
+            Err(BadLine::NoField { keys })
         }
     }
 }
@@ -223,7 +222,7 @@ impl<'de> Visitor<'de> for RecordSeed<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Record<'de>, A::Error> {
         let mut found = Record::NoField;
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-            if key == self.field {
+            if *key == *self.field.as_bytes() {
                 found = match map.next_value::<Value<'de>>()? {
                     Value::Text(text) => Record::Text(text),
                     Value::Other(kind) => Record::NotString(kind),
@@ -258,12 +257,13 @@ impl<'de> Visitor<'de> for RecordSeed<'_> {
     }
 }
 
-/// An object key, borrowed from the line when it has no escapes.
-struct Key<'a>(Cow<'a, str>);
+/// An object key's bytes, borrowed from the line when it has no escapes. Read as bytes, a key
+/// may hold a lone surrogate escape (as WTF-8), as Python's `json` allows.
+struct Key<'a>(Cow<'a, [u8]>);
 
 impl<'de> Deserialize<'de> for Key<'de> {
     fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
-        de.deserialize_str(KeyVisitor)
+        de.deserialize_bytes(KeyVisitor)
     }
 }
 
@@ -274,14 +274,33 @@ impl<'de> Visitor<'de> for KeyVisitor {
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a string key")
     }
-    fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
+    fn visit_borrowed_bytes<E: serde::de::Error>(self, v: &'de [u8]) -> Result<Key<'de>, E> {
         Ok(Key(Cow::Borrowed(v)))
     }
-    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+    fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Key<'de>, E> {
         Ok(Key(Cow::Owned(v.to_owned())))
     }
-    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Key<'de>, E> {
+    fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Key<'de>, E> {
         Ok(Key(Cow::Owned(v)))
+    }
+}
+
+/// The keys of an object as text (bytes that are no UTF-8, from a lone surrogate, as U+FFFD),
+/// sorted, each once.
+struct Keys;
+
+impl<'de> Visitor<'de> for Keys {
+    type Value = Vec<String>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Vec<String>, A::Error> {
+        let mut keys = std::collections::BTreeSet::new();
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+            keys.insert(String::from_utf8_lossy(&key).into_owned());
+            map.next_value::<IgnoredAny>()?;
+        }
+        Ok(keys.into_iter().collect())
     }
 }
 
@@ -395,6 +414,24 @@ mod tests {
             Ok(Some("bom".into()))
         );
         assert_eq!(text(" \t\r\n"), Ok(None));
+    }
+
+    #[test]
+    fn lone_surrogates_pass_in_keys_and_other_values_but_are_no_text() {
+        assert_eq!(
+            text(r#"{"\ud800": "\udc00", "text": "ok"}"#),
+            Ok(Some("ok".into()))
+        );
+        assert_eq!(
+            text(r#"{"\ud800": 1}"#),
+            Err(BadLine::NoField {
+                keys: vec!["\u{fffd}".repeat(3)]
+            })
+        );
+        assert!(matches!(
+            text(r#"{"text": "a\ud800"}"#),
+            Err(BadLine::NotJson { .. })
+        ));
     }
 
     #[test]
