@@ -262,6 +262,7 @@ class Scheduler:
                 try:
                     groups.append(([seq], [slot], self._prefill([seq.prompt_ids], [slot])))
                 except (RuntimeError, ValueError) as error:
+                    self.pool.lengths[slot] = 0  # a free slot decodes its dummy token at 0
                     seq.on_finish(f"error: {error}")
         for seqs, group_slots, logits in groups:
             for row, (seq, slot) in enumerate(zip(seqs, group_slots)):
