@@ -6,8 +6,9 @@
   checkpoint, in the same dtype (fp32) and torch thread count (1) (target: >= 0.9x). Both
   sample the same tokens (same seed; checked), so both do the same work.
 
-Both sides are warm: the server has answered a concurrent round and a single request, and
-`generate` has run once, before anything is timed. The machine is shared, so the two sides of
+Both sides are warm: the server has answered a concurrent round and a one-at-a-time round (on
+the connections the timed rounds reuse) and a single request, and `generate` has run once,
+before anything is timed. The machine is shared, so the two sides of
 each ratio are timed in turns (ROUNDS of each, interleaved) and the ratio is that of their
 medians; the figures of every round, and the median of the ratios of the rounds side by side
 (`median_round_ratio`, the steadier when the machine's load drifts), are in `extra_info`. The server runs one decoding thread
@@ -96,19 +97,41 @@ async def _timed_post(http, body: dict) -> tuple[int, float]:
     return answer["usage"]["completion_tokens"], time.perf_counter() - start
 
 
+async def _round(http, together: bool) -> tuple[float, list[float]]:
+    """(total tokens/s, latency of each request in s) of the 16 requests."""
+    start = time.perf_counter()
+    if together:
+        results = await asyncio.gather(*(_timed_post(http, r) for r in requests()))
+    else:
+        results = [await _timed_post(http, r) for r in requests()]
+    seconds = time.perf_counter() - start
+    return sum(tokens for tokens, _ in results) / seconds, [s for _, s in results]
+
+
 def run_clients(url: str, together: bool) -> tuple[float, list[float]]:
-    """(total tokens/s, latency of each request in s)."""
+    """One round with a fresh client (its set-up and connections timed too)."""
 
     async def main():
         async with httpx.AsyncClient(base_url=url, timeout=300) as http:
-            if together:
-                return await asyncio.gather(*(_timed_post(http, r) for r in requests()))
-            return [await _timed_post(http, r) for r in requests()]
+            return await _round(http, together)
 
-    start = time.perf_counter()
-    results = asyncio.run(main())
-    seconds = time.perf_counter() - start
-    return sum(tokens for tokens, _ in results) / seconds, [s for _, s in results]
+    return asyncio.run(main())
+
+
+def timed_rounds(url: str) -> list[tuple[float, list[float]]]:
+    """ROUNDS of (at once, one at a time), in turns, after one of each as warm-up. The clients
+    keep their connections between rounds (one AsyncClient), so a round times the requests,
+    not the set-up of an SSL context and of 16 connections."""
+
+    async def main():
+        limits = httpx.Limits(max_keepalive_connections=CLIENTS)
+        async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as http:
+            await _round(http, True)
+            await _round(http, False)
+            return [await _round(http, together) for _ in range(ROUNDS)
+                    for together in (True, False)]
+
+    return asyncio.run(main())
 
 
 def percentile(values: list[float], q: int) -> float:
@@ -116,17 +139,12 @@ def percentile(values: list[float], q: int) -> float:
 
 
 def test_concurrent_clients_vs_one_at_a_time(benchmark, server):
-    run_clients(server, together=True)  # warm-up
-    run_clients(server, together=False)
-    together_rates, together_latencies, alone_rates, alone_latencies = [], [], [], []
-    for _ in range(ROUNDS):
-        rate, latencies = run_clients(server, together=True)
-        together_rates.append(rate)
-        together_latencies += latencies
-        rate, latencies = run_clients(server, together=False)
-        alone_rates.append(rate)
-        alone_latencies += latencies
-    # the benchmark fixture's own timing: one more concurrent round
+    rounds = timed_rounds(server)
+    together_rates = [rate for rate, _ in rounds[0::2]]
+    alone_rates = [rate for rate, _ in rounds[1::2]]
+    together_latencies = [s for _, latencies in rounds[0::2] for s in latencies]
+    alone_latencies = [s for _, latencies in rounds[1::2] for s in latencies]
+    # pytest-benchmark's own columns: one more concurrent round, with a fresh client
     benchmark.pedantic(run_clients, args=(server, True), rounds=1)
     report(
         benchmark, statistics.median(together_rates), "tok/s",
