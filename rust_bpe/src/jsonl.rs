@@ -178,7 +178,11 @@ fn json_reason(error: &serde_json::Error) -> String {
 /// The line with the literal where the error is replaced by a float of the same length (so
 /// later columns stay), or None when the error is anything else.
 fn python_number(text: &str, error: &serde_json::Error) -> Option<String> {
-    if !error.is_syntax() || error.column() == 0 {
+    // Where a value was expected (a literal) or a number began ("-Infinity"); never inside a
+    // string, where "NaN" is text.
+    let reason = error.to_string();
+    let at_value = reason.starts_with("expected value") || reason.starts_with("invalid number");
+    if !error.is_syntax() || !at_value || error.column() == 0 {
         return None;
     }
     let at = error.column() - 1;
@@ -450,6 +454,11 @@ mod tests {
         ));
         assert!(matches!(
             text(r#"{"text": "NaN" NaN}"#),
+            Err(BadLine::NotJson { .. })
+        ));
+        // An invalid escape just before "NaN" in a string is no number to patch.
+        assert!(matches!(
+            text(r#"{"text": "\udc4NaN"}"#),
             Err(BadLine::NotJson { .. })
         ));
     }
