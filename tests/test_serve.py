@@ -246,6 +246,18 @@ def test_api_key_guards_everything_but_health(run):
             c.models.list()
 
 
+def test_an_idle_connection_outlives_the_clients_keepalive_expiry(server):
+    # httpx (and so the openai client) reuses an idle connection for up to 5 s; the server must
+    # keep it open past that, or a reuse at the moment it closes fails with a read error.
+    expiry = httpx.Limits().keepalive_expiry
+    with httpx.Client(base_url=server, timeout=30, limits=httpx.Limits(keepalive_expiry=60)) as http:
+        first = http.get("/health")
+        time.sleep(expiry + 1)
+        second = http.get("/health")
+    assert first.status_code == second.status_code == 200
+    assert second.extensions["network_stream"] is first.extensions["network_stream"]
+
+
 def test_server_binds_to_loopback_by_default():
     assert _parser().parse_args(["--checkpoint", "x"]).host == "127.0.0.1"
 

@@ -42,6 +42,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Seconds an idle keep-alive connection stays open. httpx (so the `openai` client) drops its idle
+# connections after 5 s, uvicorn's default: with equal timeouts a client reusing a connection as
+# the server closes it gets a read error. Outliving the clients' expiry leaves the closing to them.
+KEEP_ALIVE_S = 30
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the server until interrupted; returns the exit status (1: an error, on stderr)."""
     args = _parser().parse_args(argv)
@@ -74,5 +80,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"serving {path} ({dtype}) at http://{args.host}:{args.port}/", file=sys.stderr, flush=True
     )
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        timeout_keep_alive=KEEP_ALIVE_S,
+    )
     return 0
