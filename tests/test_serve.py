@@ -250,7 +250,8 @@ def test_an_idle_connection_outlives_the_clients_keepalive_expiry(server):
     # httpx (and so the openai client) reuses an idle connection for up to 5 s; the server must
     # keep it open past that, or a reuse at the moment it closes fails with a read error.
     expiry = httpx.Limits().keepalive_expiry
-    with httpx.Client(base_url=server, timeout=30, limits=httpx.Limits(keepalive_expiry=60)) as http:
+    limits = httpx.Limits(keepalive_expiry=60)
+    with httpx.Client(base_url=server, timeout=30, limits=limits) as http:
         first = http.get("/health")
         time.sleep(expiry + 1)
         second = http.get("/health")
