@@ -3,7 +3,6 @@ every kind of bad input is an error naming the file and the place."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 import threading
@@ -89,9 +88,9 @@ def test_a_text_file_is_cut_into_pieces_that_encode_like_the_whole(tmp_path, sha
 
 def test_chunks_hold_every_piece_once_in_order(tmp_path, docs):
     path = write_jsonl(tmp_path / "docs.jsonl", docs)
-    chunks = list(read_chunks(resolve_sources([path]), chunk_chars=1000))
+    chunks = list(read_chunks(resolve_sources([path]), chunk_chars=1000, record_bytes=500))
     assert len(chunks) > 3 and [c.index for c in chunks] == list(range(len(chunks)))
-    assert [p.text for c in chunks for p in c.pieces] == docs
+    assert [t for c in chunks for p in c.pieces for t in p.batch.texts()] == docs
     assert chunks[-1].documents == len(docs)
     done = [c.bytes_done for c in chunks]
     assert done == sorted(done) and done[-1] <= path.stat().st_size
@@ -164,7 +163,7 @@ def test_skip_bad_records_skips_and_counts_them(tmp_path):
     path = write_bytes(tmp_path / "mixed.jsonl.zst", data)
     sources = resolve_sources([path])
     chunks = list(read_chunks(sources, skip_bad_records=True))
-    assert [p.text for c in chunks for p in c.pieces] == ["one", "two"]
+    assert [t for c in chunks for p in c.pieces for t in p.batch.texts()] == ["one", "two"]
     assert chunks[-1].skipped == 3 and chunks[-1].documents == 2
 
 
@@ -206,8 +205,8 @@ def test_unknown_inputs_are_clear_errors(tmp_path):
         resolve_sources([])
 
 
-@pytest.mark.skipif(importlib.util.find_spec("datasets") is not None, reason="datasets installed")
-def test_hf_inputs_without_datasets_name_the_extra():
+def test_hf_inputs_without_datasets_name_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "datasets", None)  # `import datasets` fails as if absent
     with pytest.raises(ImportError, match=r"smallgpt\[hf-datasets\]"):
         list(iter_documents(["hf:roneneldan/TinyStories:validation"]))
 
@@ -255,7 +254,8 @@ def as_text(text: str) -> str:
 
 
 def rust_reading(line: bytes, field: str) -> tuple:
-    texts, bad = _bpe.parse_jsonl(line, field)
+    batch, bad = _bpe.parse_jsonl(line, field)
+    texts = batch.texts()
     if texts:
         return ("text", *texts)
     if not bad:
@@ -321,8 +321,8 @@ def test_a_block_of_lines_reads_like_its_lines_one_by_one(docs):
     lines = [json.dumps({"text": d}).encode() for d in docs]
     lines[3:3] = [b"{not json", b"", b'{"body": 1}', b'"text"', b'{"text": "caf\xe9"}']
     block = b"\n".join(lines * 40)
-    texts, bad = _bpe.parse_jsonl(block, "text", num_threads=3)
-    assert texts == docs * 40
+    batch, bad = _bpe.parse_jsonl(block, "text", num_threads=3)
+    assert batch.texts() == docs * 40 and len(batch) == len(docs) * 40
     readings = [python_reading(line, "text") for line in lines * 40]
     expected_bad = [(i, r) for i, r in enumerate(readings) if r[0] not in ("text", "blank")]
     assert [(index, kind) for _, index, kind, _ in bad] == [(i, r[0]) for i, r in expected_bad]

@@ -151,6 +151,7 @@ def test_long_text_documents_in_many_pieces_give_the_same_shards(
     whole = prepare(tokenizer, inputs, tmp_path / "whole", val_fraction=0.2)
     monkeypatch.setattr("smallgpt.data.shards._CHUNK_CHARS", 9_000)
     monkeypatch.setattr("smallgpt.data.shards._PIECE_CHARS", 2_000)
+    monkeypatch.setattr("smallgpt.data.shards._RECORD_BYTES", 2_000)
     monkeypatch.setattr("smallgpt.data.shards._COPY_CHUNK", 777)
     pieces = prepare(tokenizer, inputs, tmp_path / "pieces", val_fraction=0.2)
     assert shard_bytes(tmp_path / "whole") == shard_bytes(tmp_path / "pieces")
@@ -172,7 +173,7 @@ def test_long_text_documents_in_many_pieces_give_the_same_shards(
     assert not (tmp_path / "pieces" / STATE_FILE).exists()
 
 
-SMALL_CHUNKS = {"_CHUNK_CHARS": 9_000, "_PIECE_CHARS": 2_000}
+SMALL_CHUNKS = {"_CHUNK_CHARS": 9_000, "_PIECE_CHARS": 2_000, "_RECORD_BYTES": 2_000}
 
 # Runs prepare_shards with small chunks, killing itself with SIGKILL around the Nth JSON write
 # (the state after a chunk, or meta.json at the end); prints the number of writes at the end.
@@ -390,6 +391,7 @@ def status(key):
     with open("/proc/self/status") as f:
         return int(next(line for line in f if line.startswith(key)).split()[1]) / 1024
 shards._CHUNK_CHARS = 1 << 20
+shards._RECORD_BYTES = 1 << 18
 tokenizer = Tokenizer.load(sys.argv[1])
 before = status("VmRSS:")
 shards.prepare_shards(tokenizer, [sys.argv[3]], sys.argv[2], show_progress=False)

@@ -9,7 +9,8 @@
 //! - `encode`: text to ids as tiktoken encodes, ids to bytes; `piece_table` is its piece -> ids
 //!   table; `encode_file` streams a file.
 //! - `decode`: incremental UTF-8 decoding of token bytes.
-//! - `jsonl`: the text field of JSON Lines records, parsed in parallel.
+//! - `jsonl`: the text field of JSON Lines records, parsed in parallel; `text_batch` holds
+//!   such records in one buffer.
 //! - `python` (feature `python`): the `smallgpt._bpe` extension module.
 
 mod char_classes;
@@ -22,6 +23,7 @@ pub mod pretokenize;
 mod stream;
 #[cfg(test)]
 mod test_text;
+pub mod text_batch;
 pub mod train;
 pub mod vocab;
 

@@ -6,7 +6,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use numpy::IntoPyArray;
-use pyo3::exceptions::{PyFileNotFoundError, PyOSError, PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyFileNotFoundError, PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
 use pyo3::sync::PyOnceLock;
@@ -17,6 +17,7 @@ use crate::encode::Encoder;
 use crate::encode_file::{encode_file, FileError};
 use crate::jsonl::{parse_block, BadLine};
 use crate::pretokenize::{last_safe_cut, pieces, Pattern};
+use crate::text_batch::TextBatch;
 use crate::train::{train, PieceCounts, TrainError};
 use crate::vocab::Vocab;
 
@@ -80,6 +81,88 @@ fn file_error(path: &Path, error: FileError, stopped: Option<PyErr>) -> PyErr {
         )),
         FileError::Stopped => stopped.unwrap_or_else(|| value_error("encoding stopped")),
     }
+}
+
+/// Texts held in one Rust buffer (`TextBatch`): what `parse_jsonl` gives for a block of
+/// records. Wherever a list of texts is taken (`encode_texts_to_numpy`, `add_texts`), a batch
+/// stands for its texts, in order; they become Python strings only when asked for (`texts`).
+#[pyclass(module = "smallgpt._bpe", name = "TextBatch", frozen)]
+pub struct PyTextBatch(TextBatch);
+
+#[pymethods]
+impl PyTextBatch {
+    /// The batch of `texts` (copied into one buffer).
+    #[new]
+    fn new(texts: Vec<PyBackedStr>) -> Self {
+        Self(TextBatch::from_texts(texts.iter().map(|t| &**t)))
+    }
+
+    fn __len__(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The texts as Python strings.
+    fn texts<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        PyList::new(py, self.0.iter().map(|t| PyString::new(py, t)))
+    }
+
+    /// Characters of all texts together.
+    #[getter]
+    fn chars(&self) -> usize {
+        self.0.chars()
+    }
+
+    /// UTF-8 bytes of all texts together.
+    #[getter]
+    fn text_bytes(&self) -> usize {
+        self.0.text_bytes()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "TextBatch({} texts, {} characters)",
+            self.0.len(),
+            self.0.chars()
+        )
+    }
+}
+
+/// One item of a list of texts: a string, or a batch standing for its texts.
+enum TextItem {
+    Text(PyBackedStr),
+    Batch(Py<PyTextBatch>),
+}
+
+/// The items of `texts` (a list of str and `TextBatch`), or a TypeError naming the first
+/// that is neither.
+fn text_items(texts: &Bound<'_, PyAny>) -> PyResult<Vec<TextItem>> {
+    let mut items = Vec::new();
+    for (index, item) in texts.try_iter()?.enumerate() {
+        let item = item?;
+        if let Ok(batch) = item.cast::<PyTextBatch>() {
+            items.push(TextItem::Batch(batch.clone().unbind()));
+        } else if let Ok(text) = item.extract::<PyBackedStr>() {
+            items.push(TextItem::Text(text));
+        } else {
+            return Err(PyTypeError::new_err(format!(
+                "texts[{index}] must be a str or a TextBatch, not {}",
+                item.get_type().name()?
+            )));
+        }
+    }
+    Ok(items)
+}
+
+/// Every text of `items`, in order (a batch's texts where it stands).
+fn flat_texts(items: &[TextItem]) -> Vec<&str> {
+    let mut texts = Vec::with_capacity(items.len());
+    for item in items {
+        match item {
+            TextItem::Text(text) => texts.push(&**text),
+            TextItem::Batch(batch) => texts.extend(batch.get().0.iter()),
+        }
+    }
+    texts
 }
 
 /// A vocabulary and its encoder: the core the Python `Tokenizer` wraps. Immutable, so it is
@@ -303,13 +386,16 @@ impl BpeCore {
     /// The ids of all `texts` (special strings as text) one after the other as one numpy
     /// array (uint16 when the vocabulary fits, else uint32), and an int64 array of where each
     /// text's ids start, then their total; encoded in parallel with the GIL released.
+    /// A `TextBatch` among `texts` stands for its texts, each with its own offset.
     #[pyo3(signature = (texts, num_threads=None))]
     fn encode_texts_to_numpy(
         &self,
         py: Python<'_>,
-        texts: Vec<PyBackedStr>,
+        texts: &Bound<'_, PyAny>,
         num_threads: Option<usize>,
     ) -> PyResult<(Py<PyAny>, Py<PyAny>)> {
+        let items = text_items(texts)?;
+        let texts = flat_texts(&items);
         let encoder = &self.encoder;
         let (ids, offsets) = if encoder.vocab_size() <= 1 << 16 {
             let (ids, offsets) =
@@ -487,10 +573,14 @@ impl PieceCounter {
         })
     }
 
-    /// Counts the pieces of each text (each pre-tokenized on its own).
-    fn add_texts(&mut self, py: Python<'_>, texts: Vec<PyBackedStr>) {
+    /// Counts the pieces of each text (each pre-tokenized on its own; a `TextBatch` stands
+    /// for its texts).
+    fn add_texts(&mut self, py: Python<'_>, texts: &Bound<'_, PyAny>) -> PyResult<()> {
+        let items = text_items(texts)?;
+        let texts = flat_texts(&items);
         let (counts, pool) = (&mut self.counts, &self.pool);
         py.detach(|| in_pool(pool, || counts.add_texts(&texts)));
+        Ok(())
     }
 
     /// Counts the pieces of a UTF-8 file, streamed in chunks.
@@ -565,24 +655,28 @@ fn bad_record(
     Ok((position, line, kind, detail.unbind()))
 }
 
-/// The `text_field` string of each record of `block` (whole JSON lines), parsed in parallel
-/// with the GIL released, and the lines that hold none (see `BadRecord`), in order.
+/// The `text_field` string of each record of `block` (whole JSON lines) as a `TextBatch`,
+/// parsed in parallel with the GIL released, and the lines that hold none (see `BadRecord`),
+/// in order.
 #[pyfunction]
 #[pyo3(signature = (block, text_field, num_threads=None))]
-fn parse_jsonl<'py>(
-    py: Python<'py>,
+fn parse_jsonl(
+    py: Python<'_>,
     block: &[u8],
     text_field: &str,
     num_threads: Option<usize>,
-) -> PyResult<(Bound<'py, PyList>, Vec<BadRecord>)> {
-    let parsed = py.detach(|| on_pool(num_threads, || parse_block(block, text_field)))?;
-    let texts = PyList::new(py, parsed.texts.iter().map(|t| PyString::new(py, t)))?;
-    let bad = parsed
-        .bad
+) -> PyResult<(PyTextBatch, Vec<BadRecord>)> {
+    let (texts, bad) = py.detach(|| {
+        on_pool(num_threads, || {
+            let parsed = parse_block(block, text_field);
+            (TextBatch::from_texts(&parsed.texts), parsed.bad)
+        })
+    })?;
+    let bad = bad
         .into_iter()
         .map(|b| bad_record(py, b.position, b.line, b.reason))
         .collect::<PyResult<Vec<_>>>()?;
-    Ok((texts, bad))
+    Ok((PyTextBatch(texts), bad))
 }
 
 /// The last safe cut of `text` for the named pattern, as a character index (0 if none).
@@ -599,6 +693,7 @@ fn bpe_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<BpeCore>()?;
     m.add_class::<PyUtf8Stream>()?;
     m.add_class::<PieceCounter>()?;
+    m.add_class::<PyTextBatch>()?;
     m.add_function(wrap_pyfunction!(pretokenize, m)?)?;
     m.add_function(wrap_pyfunction!(safe_cut, m)?)?;
     m.add_function(wrap_pyfunction!(parse_jsonl, m)?)?;

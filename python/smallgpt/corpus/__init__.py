@@ -9,10 +9,12 @@ from smallgpt.corpus.sources import (
     CorpusError,
     Piece,
     ReadStats,
+    Records,
     Source,
     accepted_extensions,
     iter_documents,
     iter_pieces,
+    pretoken_cut,
     resolve_sources,
 )
 
@@ -24,10 +26,12 @@ __all__ = [
     "CorpusError",
     "Piece",
     "ReadStats",
+    "Records",
     "Source",
     "accepted_extensions",
     "iter_documents",
     "iter_pieces",
+    "pretoken_cut",
     "read_chunks",
     "resolve_sources",
 ]

@@ -3,8 +3,9 @@ glob patterns and Hugging Face datasets, each read as a stream of documents.
 
 A `.txt` file is one document. A `.jsonl`/`.ndjson` line and a `.parquet` row is one document:
 its `text_field` (default "text"); JSON lines are parsed in Rust (`_bpe.parse_jsonl`, without
-the GIL) as Python's `json` reads them, NaN and Infinity included. `.gz`, `.zst` and `.bz2` after any of these decompress by
-extension. Directories are searched recursively and, like glob patterns, give their files in
+the GIL) as Python's `json` reads them, NaN and Infinity included, and their texts stay in
+Rust (`_bpe.TextBatch`) until they are encoded. `.gz`, `.zst` and `.bz2` after any of these
+decompress by extension. Directories are searched recursively and, like glob patterns, give their files in
 sorted order, so a corpus always reads the same way. `hf:NAME[:SPLIT]` reads a `datasets`
 dataset (a Hub name or a folder written by `save_to_disk`; split default "train").
 Documents are separated downstream by `<|endoftext|>`; nothing is added or removed here.
@@ -32,8 +33,8 @@ FORMATS = {".txt": "text", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "p
 COMPRESSIONS = (".gz", ".zst", ".bz2")
 HF_PREFIX = "hf:"
 _BLOCK = 1 << 20  # bytes read from a text file at a time
-_PARQUET_BATCH = 1024  # rows of a Parquet file converted to Python strings at a time
-_RECORD_BLOCK = 1 << 20  # bytes of JSON lines parsed at a time
+_ROW_BATCH = 1024  # rows of a Parquet file or dataset read at a time
+RECORD_BYTES = 1 << 20  # bytes of JSON lines parsed (and held as one TextBatch) at a time
 
 
 def accepted_extensions() -> list[str]:
@@ -246,6 +247,12 @@ class ReadStats:
 Cut = Callable[[str], int]
 
 
+def pretoken_cut(pattern: str) -> Cut:
+    """The `Cut` of the pre-tokenizer pattern named `pattern` ("gpt2", "cl100k"): cutting a
+    text there and encoding the parts gives the ids of the whole."""
+    return lambda text: _bpe.safe_cut(text, pattern)
+
+
 def _cut_near(text: str, size: int, cut: Cut) -> int:
     """The last safe cut within the first `size` characters of `text`, looking further (twice
     as far each time) when there is none; 0 when `text` has none at all."""
@@ -310,37 +317,34 @@ def _block_records(
     text_field: str,
     skip_bad: bool,
     stats: ReadStats,
-) -> Iterator[str]:
+) -> _bpe.TextBatch:
     """The texts of `block` (whole lines, the first one line `line` at byte `offset` of the
-    decompressed file), parsed in Rust without the GIL; bad lines are raised or counted in turn."""
+    decompressed file), parsed in Rust without the GIL; the first bad line is raised, or with
+    `skip_bad` every bad line is counted."""
     # One thread: the reader's own, so parsing never waits behind the encoder's threads.
     texts, bad = _bpe.parse_jsonl(block, text_field, 1)
-    done = 0
-    for position, index, kind, detail in bad:
-        yield from texts[done:position]
-        done = position
-        if skip_bad and kind != "utf8":
-            stats.skipped += 1
-            continue
-        raise CorpusError(_bad_line(source, line + index, offset, kind, detail, text_field))
-    yield from texts[done:]
+    for _, index, kind, detail in bad:
+        if not skip_bad or kind == "utf8":
+            raise CorpusError(_bad_line(source, line + index, offset, kind, detail, text_field))
+    stats.skipped += len(bad)
+    return texts
 
 
-def _jsonl_documents(
-    source: Source, text_field: str, skip_bad: bool, stats: ReadStats
-) -> Iterator[str]:
+def _jsonl_batches(
+    source: Source, text_field: str, skip_bad: bool, stats: ReadStats, record_bytes: int
+) -> Iterator[_bpe.TextBatch]:
     base = stats.bytes_done
     raw, stream = _open_raw(source)
     with raw, stream:
         line, offset, rest = 1, 0, b""
         while True:
-            data = stream.read(_RECORD_BLOCK)
+            data = stream.read(record_bytes)
             block, rest = rest + data, b""
             if data:  # whole lines only: the rest waits for the next block
                 end = block.rfind(b"\n") + 1
                 block, rest = block[:end], block[end:]
             if block:
-                yield from _block_records(source, block, line, offset, text_field, skip_bad, stats)
+                yield _block_records(source, block, line, offset, text_field, skip_bad, stats)
                 line += block.count(b"\n")
                 offset += len(block)
             stats.bytes_done = base + raw.tell()
@@ -348,9 +352,31 @@ def _jsonl_documents(
                 return
 
 
-def _parquet_documents(
-    source: Source, text_field: str, skip_bad: bool, stats: ReadStats
-) -> Iterator[str]:
+def _checked_rows(
+    source: Source, texts: list, first_row: int, text_field: str, skip_bad: bool, stats: ReadStats
+) -> _bpe.TextBatch:
+    """The batch of `texts` (rows numbered from `first_row` + 1); a row that holds no string is
+    raised, or with `skip_bad` skipped and counted."""
+    if all(isinstance(text, str) for text in texts):
+        return _bpe.TextBatch(texts)
+    kept = []
+    for row, text in enumerate(texts, first_row + 1):
+        if isinstance(text, str):
+            kept.append(text)
+        elif skip_bad:
+            stats.skipped += 1
+        else:
+            what = "null" if text is None else f"{type(text).__name__}, not a string"
+            raise CorpusError(
+                f"{source.name}:row {row}: column {text_field!r} is {what}; "
+                "--skip-bad-records skips such rows"
+            )
+    return _bpe.TextBatch(kept)
+
+
+def _parquet_batches(
+    source: Source, text_field: str, skip_bad: bool, stats: ReadStats, _: int
+) -> Iterator[_bpe.TextBatch]:
     try:
         import pyarrow as pa  # optional: the "data" extra
         import pyarrow.parquet as pq
@@ -377,21 +403,13 @@ def _parquet_documents(
         if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
             raise CorpusError(f"{source.name}: column {text_field!r} holds {kind}, not strings")
         row, rows = 0, max(parquet.metadata.num_rows, 1)
-        # Batches of rows, not whole row groups, become Python strings: memory stays bounded
-        # by pyarrow's buffers, however large the row groups.
-        for batch in parquet.iter_batches(batch_size=_PARQUET_BATCH, columns=[text_field]):
+        # Batches of rows, not whole row groups, are read: memory stays bounded by pyarrow's
+        # buffers, however large the row groups.
+        for batch in parquet.iter_batches(batch_size=_ROW_BATCH, columns=[text_field]):
             stats.bytes_done = base + size * row // rows
-            for text in batch.column(0).to_pylist():
-                row += 1
-                if text is None:
-                    if skip_bad:
-                        stats.skipped += 1
-                        continue
-                    raise CorpusError(
-                        f"{source.name}:row {row}: column {text_field!r} is null; "
-                        "--skip-bad-records skips such rows"
-                    )
-                yield text
+            texts = batch.column(0).to_pylist()
+            yield _checked_rows(source, texts, row, text_field, skip_bad, stats)
+            row += len(texts)
 
 
 def _load_hf(name: str) -> Any:
@@ -419,42 +437,43 @@ def _hf_fingerprint(name: str) -> str | None:
     return getattr(_load_hf(name), "_fingerprint", None)
 
 
-def _hf_documents(
-    source: Source, text_field: str, skip_bad: bool, stats: ReadStats
-) -> Iterator[str]:
+def _hf_batches(
+    source: Source, text_field: str, skip_bad: bool, stats: ReadStats, _: int
+) -> Iterator[_bpe.TextBatch]:
     dataset = _load_hf(source.name)
     if text_field not in dataset.column_names:
         raise CorpusError(
             f"{source.name}: no column {text_field!r} (columns: {dataset.column_names})"
         )
     row = 0
-    for batch in dataset.select_columns([text_field]).iter(batch_size=1024):
-        for text in batch[text_field]:
-            row += 1
-            if not isinstance(text, str):
-                if skip_bad:
-                    stats.skipped += 1
-                    continue
-                raise CorpusError(
-                    f"{source.name}:row {row}: column {text_field!r} is "
-                    f"{type(text).__name__}, not a string; --skip-bad-records skips such rows"
-                )
-            yield text
+    for batch in dataset.select_columns([text_field]).iter(batch_size=_ROW_BATCH):
+        texts = batch[text_field]
+        yield _checked_rows(source, texts, row, text_field, skip_bad, stats)
+        row += len(texts)
 
 
-_READERS = {"jsonl": _jsonl_documents, "parquet": _parquet_documents, "hf": _hf_documents}
+_READERS = {"jsonl": _jsonl_batches, "parquet": _parquet_batches, "hf": _hf_batches}
 
 
 @dataclass(frozen=True)
 class Piece:
-    """Text of document `document` (numbered from 0 in its source) of source `source`;
-    `last` is True when the document ends with this piece."""
+    """Text of a text file's one document, from source number `source`; `first` and `last`
+    say whether the document starts and ends with this piece."""
 
     text: str
     source: int
-    document: int
     first: bool
     last: bool
+
+
+@dataclass(frozen=True)
+class Records:
+    """Consecutive records of source number `source`, each one document: their texts in
+    `batch`, the first being the source's document number `first_document` (from 0)."""
+
+    batch: _bpe.TextBatch
+    source: int
+    first_document: int
 
 
 def iter_pieces(
@@ -465,13 +484,15 @@ def iter_pieces(
     piece_chars: int = 1 << 20,
     cut: Cut | None = None,
     stats: ReadStats | None = None,
-) -> Iterator[Piece]:
-    """Every document of `sources`, in order, as pieces.
+    record_bytes: int = RECORD_BYTES,
+) -> Iterator[Piece | Records]:
+    """Every document of `sources`, in order: text files as `Piece`s, records as `Records`.
 
-    A record (JSONL line, Parquet or dataset row) is one piece. A text file is cut into
-    pieces of about `piece_chars` characters at `cut(text)` (the character index of the last
-    place where the text may be split without changing its encoding; 0: none yet); without
-    `cut` a text file is one piece. `stats` is updated as sources are read. Raises
+    Records come in blocks: the JSONL lines of about `record_bytes` bytes, Parquet and dataset
+    rows 1024 at a time. A text
+    file is cut into pieces of about `piece_chars` characters at `cut(text)` (the character
+    index of the last place where the text may be split without changing its encoding; 0: none
+    yet, see `pretoken_cut`); without `cut` a text file is one piece. `stats` is updated as sources are read. Raises
     CorpusError naming the file and the line, row or byte offset of bad input; with
     `skip_bad_records`, records that are not JSON, lack the field or hold no string are
     skipped and counted in `stats.skipped` instead.
@@ -486,13 +507,16 @@ def iter_pieces(
             first = True
             for text, last in parts:
                 stats.documents += last
-                yield Piece(text, index, 0, first, last)
+                yield Piece(text, index, first, last)
                 first = False
         else:
+            number = 0
             reader = _READERS[source.format]
-            for number, text in enumerate(reader(source, text_field, skip_bad_records, stats)):
-                stats.documents += 1
-                yield Piece(text, index, number, True, True)
+            for batch in reader(source, text_field, skip_bad_records, stats, record_bytes):
+                if len(batch):
+                    stats.documents += len(batch)
+                    yield Records(batch, index, number)
+                    number += len(batch)
         done += source.size()
         stats.bytes_done = done
 
@@ -509,5 +533,8 @@ def iter_documents(
     `resolve_sources` and `iter_pieces`.
     """
     sources = resolve_sources(inputs)
-    for piece in iter_pieces(sources, text_field=text_field, skip_bad_records=skip_bad_records):
-        yield piece.text
+    for item in iter_pieces(sources, text_field=text_field, skip_bad_records=skip_bad_records):
+        if isinstance(item, Piece):
+            yield item.text
+        else:
+            yield from item.batch.texts()

@@ -11,7 +11,7 @@ from smallgpt.corpus.sources import Source
 
 SPLITS = ("train", "val")
 STATE_FILE = "prepare_state.json"
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: records are read in blocks (options["record_bytes"]), chunks end elsewhere
 PENDING_FILE = "pending.bin.partial"  # tokens of documents not yet assigned to a split
 
 

@@ -3,7 +3,7 @@ corpus in bounded memory, resumably."""
 
 from __future__ import annotations
 
-import itertools
+import copy
 import json
 import math
 import os
@@ -17,10 +17,16 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from smallgpt import _bpe
 from smallgpt.checkpoint.store import sha256_file
 from smallgpt.corpus.chunks import Chunk, read_chunks
-from smallgpt.corpus.sources import Piece, Source, resolve_sources
+from smallgpt.corpus.sources import (
+    RECORD_BYTES,
+    Piece,
+    Records,
+    Source,
+    pretoken_cut,
+    resolve_sources,
+)
 from smallgpt.data.prepare_state import (
     PENDING_FILE,
     SPLITS,
@@ -44,6 +50,7 @@ def _check_split(split: str) -> str:
 _COPY_CHUNK = 1 << 22  # tokens per copy step: bounds memory whatever the document size
 _CHUNK_CHARS = 8 << 20  # text characters per chunk: the unit of work and of resuming
 _PIECE_CHARS = 1 << 20  # a text file's document is encoded in pieces of about this size
+_RECORD_BYTES = RECORD_BYTES  # JSON lines are read in blocks of this many bytes
 _MASK64 = (1 << 64) - 1
 
 
@@ -180,7 +187,6 @@ class _Preparation:
         self.pending = (out / PENDING_FILE).open("r+b")
         self.pending.truncate(state["pending_tokens"] * self.dtype.itemsize)
         self.pending.seek(0, os.SEEK_END)
-        self.is_record = np.array([not s.single_document for s in sources], dtype=bool)
         self.committer = ThreadPoolExecutor(1, thread_name_prefix="smallgpt-commit")
         self.committing: tuple[Future, dict] | None = None  # the last commit and its state
 
@@ -204,23 +210,22 @@ class _Preparation:
             del tokens
         self.state["pending_tokens"] = 0
 
-    def _held_out(self, source: np.ndarray, documents: np.ndarray) -> np.ndarray:
-        """Which of these records (source, document number) are held out for validation."""
-        to_val = np.zeros(len(source), dtype=bool)
-        for index in np.unique(source):
-            mine = source == index
-            to_val[mine] = held_out(self.seed, int(index), documents[mine], self.val_fraction)
-        return to_val
-
-    def _place_records(self, tokens: np.ndarray, lengths: np.ndarray, to_val: np.ndarray) -> None:
-        """Consecutive whole records (`lengths` ids each, one after the other in `tokens`) to
-        their splits, each non-empty one followed by eos."""
+    def _place_records(self, records: Records, tokens: np.ndarray, lengths: np.ndarray) -> None:
+        """A block of records (`lengths` ids each, one after the other in `tokens`) to their
+        splits, each non-empty one followed by eos."""
+        first = records.first_document
+        numbers = np.arange(first, first + len(lengths), dtype=np.uint64)
+        to_val = held_out(self.seed, records.source, numbers, self.val_fraction)
         for name, mask in (("train", ~to_val), ("val", to_val)):
             keep = mask & (lengths > 0)
-            if keep.any():
+            if keep.all():
+                kept = tokens
+            elif keep.any():
                 kept = tokens[np.repeat(keep, lengths)]
-                ends = np.cumsum(lengths[keep])
-                self.splits[name].add_documents(np.insert(kept, ends, self.eos), int(keep.sum()))
+            else:
+                continue
+            ends = np.cumsum(lengths[keep])
+            self.splits[name].add_documents(np.insert(kept, ends, self.eos), int(keep.sum()))
 
     def _place_text(self, piece: Piece, ids: np.ndarray) -> None:
         """A piece of a text file's one document: split whole, or gathered until its end."""
@@ -233,33 +238,25 @@ class _Preparation:
             self._split_pending()
 
     def encode(self, chunk: Chunk) -> None:
-        """Encode every piece of `chunk` in one call to the encoder (all cores, one array of
-        ids), place them in order, then commit."""
-        pieces = chunk.pieces
-        ids, offsets = self.tokenizer.encode_batch_to_numpy([p.text for p in pieces])
-        lengths = np.diff(offsets)
-        count = len(pieces)
-        source = np.fromiter((p.source for p in pieces), dtype=np.int64, count=count)
-        last = np.fromiter((p.last for p in pieces), dtype=np.int64, count=count)
-        for index in np.unique(source):
-            counts, mine = self.state["sources"][index], source == index
-            counts["tokens"] += int(lengths[mine].sum())
-            counts["documents"] += int(last[mine].sum())
-        record = self.is_record[source]
+        """Encode every piece and record of `chunk` in one call to the encoder (all cores, one
+        array of ids), place them in order, then commit."""
+        ids, offsets = self.tokenizer.encode_batch_to_numpy(chunk.texts())
         self.wait_for_commit()  # encoded while the last chunk's commit ran; it must end first
-        # Runs of consecutive records are placed at once; text pieces one by one, in order.
-        bounds = [0, *(np.flatnonzero(record[1:] != record[:-1]) + 1).tolist(), count]
-        for lo, hi in itertools.pairwise(bounds):
-            if record[lo]:
-                documents = np.fromiter(
-                    (p.document for p in pieces[lo:hi]), dtype=np.uint64, count=hi - lo
-                )
-                to_val = self._held_out(source[lo:hi], documents)
-                tokens = ids[offsets[lo] : offsets[hi]]
-                self._place_records(tokens, lengths[lo:hi], to_val)
+        at = 0  # the document (an offset's index) the next piece or block starts at
+        for piece in chunk.pieces:
+            counts = self.state["sources"][piece.source]
+            if isinstance(piece, Piece):
+                self._place_text(piece, ids[offsets[at] : offsets[at + 1]])
+                counts["tokens"] += int(offsets[at + 1] - offsets[at])
+                counts["documents"] += piece.last
+                at += 1
             else:
-                for i in range(lo, hi):
-                    self._place_text(pieces[i], ids[offsets[i] : offsets[i + 1]])
+                count = len(piece.batch)
+                bounds = offsets[at : at + count + 1]
+                self._place_records(piece, ids[bounds[0] : bounds[-1]], np.diff(bounds))
+                counts["tokens"] += int(bounds[-1] - bounds[0])
+                counts["documents"] += count
+                at += count
         self.state["chunks_done"] = chunk.index + 1
         self.state["skipped_records"] = chunk.skipped
         self.commit()
@@ -271,7 +268,7 @@ class _Preparation:
         for split in self.splits.values():
             split.hand_over()
         self.pending.flush()
-        state = json.loads(json.dumps(self.state))  # what this chunk's commit saves
+        state = copy.deepcopy(self.state)  # what this chunk's commit saves
         self.committing = (self.committer.submit(self._make_durable, state), state)
 
     def _make_durable(self, state: dict) -> None:
@@ -359,6 +356,7 @@ def prepare_shards(
         "skip_bad_records": skip_bad_records,
         "chunk_chars": _CHUNK_CHARS,
         "piece_chars": _PIECE_CHARS,
+        "record_bytes": _RECORD_BYTES,
     }
     header = {
         "version": STATE_VERSION,
@@ -384,14 +382,14 @@ def _encode_all(
     work: _Preparation, text_field: str, skip_bad_records: bool, show_progress: bool
 ) -> None:
     """Read the corpus in chunks and encode those after the last completed one."""
-    pattern = work.tokenizer.pattern_name
     chunks = read_chunks(  # closed below even when encoding fails: that stops its thread
         work.sources,
         chunk_chars=_CHUNK_CHARS,
         piece_chars=_PIECE_CHARS,
-        cut=lambda text: _bpe.safe_cut(text, pattern),
+        cut=pretoken_cut(work.tokenizer.pattern_name),
         text_field=text_field,
         skip_bad_records=skip_bad_records,
+        record_bytes=_RECORD_BYTES,
     )
     total = sum(s.size() for s in work.sources) or None
     with (

@@ -12,7 +12,7 @@ import numpy as np
 
 from smallgpt import _bpe
 from smallgpt.corpus.chunks import read_chunks
-from smallgpt.corpus.sources import Source, resolve_sources
+from smallgpt.corpus.sources import Source, pretoken_cut, resolve_sources
 from smallgpt.tokenizer.progress import file_progress_bar
 from smallgpt.tokenizer.streaming import StreamDecoder
 
@@ -196,13 +196,13 @@ class Tokenizer:
             chunks = read_chunks(
                 streamed,
                 chunk_chars=_TRAIN_BATCH_CHARS,
-                cut=lambda text: _bpe.safe_cut(text, pattern),
+                cut=pretoken_cut(pattern),
                 text_field=text_field,
                 skip_bad_records=skip_bad_records,
             )
             with closing(chunks):  # stops the reader thread even when counting fails
                 for chunk in chunks:
-                    counter.add_texts([piece.text for piece in chunk.pieces])
+                    counter.add_texts(chunk.texts())
         return cls._learn(counter, vocab_size, special_tokens, min_frequency)
 
     @classmethod
@@ -340,24 +340,21 @@ class Tokenizer:
         return self._core.encode_to_numpy(_check_text(text), _check_threads(num_threads))
 
     def encode_batch_to_numpy(
-        self, texts: Sequence[str], num_threads: int | None = None
+        self, texts: Sequence[str | _bpe.TextBatch], num_threads: int | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """The ids of all `texts` (special strings as plain text) one after the other, as one
-        array (dtype `token_dtype`), and an int64 array of `len(texts) + 1` offsets: text i's
-        ids are `ids[offsets[i]:offsets[i + 1]]`, those of `encode_to_numpy(texts[i])`.
+        array (dtype `token_dtype`), and an int64 array of offsets, one per text and the total:
+        text i's ids are `ids[offsets[i]:offsets[i + 1]]`, those of `encode_to_numpy(text)`.
 
-        One call encodes the whole batch on `num_threads` threads (None: all cores) without
-        the GIL; a large text is split across threads. Raises TypeError for a non-str text.
+        A `TextBatch` among `texts` (the records `smallgpt.corpus` reads, held in Rust) stands
+        for its texts, each with its own offset, so there are then more offsets than items.
+        One call encodes everything on `num_threads` threads (None: all cores) without the
+        GIL; a large text is split across threads. Raises TypeError naming the first item that
+        is neither a str nor a TextBatch.
         """
         if isinstance(texts, str):
             raise TypeError("texts must be a collection of str, not a single str")
-        texts = texts if isinstance(texts, list) else list(texts)
-        try:
-            return self._core.encode_texts_to_numpy(texts, _check_threads(num_threads))
-        except TypeError:
-            for i, text in enumerate(texts):  # name the first text that is not a str
-                _check_text(text, f"texts[{i}]")
-            raise
+        return self._core.encode_texts_to_numpy(texts, _check_threads(num_threads))
 
     def encode_file_to_numpy(
         self, path: PathLike, num_threads: int | None = None, *, progress: bool = False

@@ -21,9 +21,8 @@ from contextlib import closing
 
 from tqdm import tqdm
 
-from smallgpt import _bpe
 from smallgpt.corpus.chunks import read_chunks
-from smallgpt.corpus.sources import Source, resolve_sources
+from smallgpt.corpus.sources import Source, pretoken_cut, resolve_sources
 from smallgpt.tokenizer.bpe import Tokenizer
 
 _INPUT_HELP = "text/JSONL/Parquet files (also .gz/.zst/.bz2), directories, globs, hf:NAME[:SPLIT]"
@@ -87,10 +86,9 @@ def _encode_documents(
 ) -> tuple[int, int]:
     """Append the ids of a source of records (or a compressed text file) to `args.out`, read in
     chunks cut where pre-tokenization allows; returns (ids written, bad records skipped)."""
-    pattern = tokenizer.pattern_name
     chunks = read_chunks(
         [source],
-        cut=lambda text: _bpe.safe_cut(text, pattern),
+        cut=pretoken_cut(tokenizer.pattern_name),
         text_field=args.text_field,
         skip_bad_records=args.skip_bad_records,
     )
@@ -99,7 +97,7 @@ def _encode_documents(
     with closing(chunks), bar, open(args.out, "ab") as out:
         bar.set_description(source.path.name if source.path else source.name)
         for chunk in chunks:
-            ids, _ = tokenizer.encode_batch_to_numpy([p.text for p in chunk.pieces], args.threads)
+            ids, _ = tokenizer.encode_batch_to_numpy(chunk.texts(), args.threads)
             ids.tofile(out)
             written += len(ids)
             skipped = chunk.skipped  # the reader's count so far
