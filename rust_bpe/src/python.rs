@@ -118,6 +118,12 @@ impl PyTextBatch {
         self.0.text_bytes()
     }
 
+    /// UTF-8 bytes of each text, as an int64 numpy array.
+    fn byte_lengths(&self, py: Python<'_>) -> Py<PyAny> {
+        let lengths: Vec<i64> = self.0.byte_lengths().map(|n| n as i64).collect();
+        lengths.into_pyarray(py).into_any().unbind()
+    }
+
     fn __repr__(&self) -> String {
         format!(
             "TextBatch({} texts, {} characters)",

@@ -51,6 +51,12 @@ impl TextBatch {
     pub fn text_bytes(&self) -> usize {
         self.text.len()
     }
+
+    /// UTF-8 bytes of each text.
+    pub fn byte_lengths(&self) -> impl Iterator<Item = usize> + '_ {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        self.ends.iter().zip(starts).map(|(end, start)| end - start)
+    }
 }
 
 /// Characters of `text`: its bytes less the UTF-8 continuation bytes.

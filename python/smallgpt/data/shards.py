@@ -89,17 +89,22 @@ class _TokenFile:
         self.file.seek(0, os.SEEK_END)
         self.buffer: list[np.ndarray] = []
 
+    def _text_bytes(self, ids: np.ndarray) -> int:
+        return int(self.byte_lengths[ids].sum())  # (special tokens such as eos count none)
+
     def add(self, ids: np.ndarray) -> None:
         """Queue a document's ids and the `eos` that ends it."""
-        self.add_documents(np.concatenate((ids, self.eos)), 1)
+        self.add_documents(np.concatenate((ids, self.eos)), 1, self._text_bytes(ids))
 
-    def add_documents(self, ids: np.ndarray, documents: int) -> None:
-        """Queue the ids of `documents` documents, each already followed by its `eos`."""
+    def add_documents(self, ids: np.ndarray, documents: int, text_bytes: int) -> None:
+        """Queue the ids of `documents` documents of `text_bytes` bytes of text together, each
+        already followed by its `eos`."""
         self.buffer.append(ids)
         self.state["documents"] += documents
+        self.state["text_bytes"] += text_bytes
 
     def flush(self) -> None:
-        """Write the queued ids (special tokens such as eos count no text bytes)."""
+        """Write the queued ids."""
         if self.buffer:
             self._write(np.concatenate(self.buffer))
             self.buffer = []
@@ -107,13 +112,14 @@ class _TokenFile:
     def _write(self, ids: np.ndarray) -> None:
         ids.tofile(self.file)
         self.state["tokens"] += len(ids)
-        self.state["text_bytes"] += int(self.byte_lengths[ids].sum())
 
     def copy_from(self, tokens: np.ndarray, lo: int, hi: int) -> None:
         """Append the document tokens[lo:hi] and eos in bounded steps (nothing when lo == hi)."""
         self.flush()
         for start in range(lo, hi, _COPY_CHUNK):
-            self._write(np.array(tokens[start : min(start + _COPY_CHUNK, hi)]))
+            step = np.array(tokens[start : min(start + _COPY_CHUNK, hi)])
+            self._write(step)
+            self.state["text_bytes"] += self._text_bytes(step)
         if hi > lo:
             self.add(tokens[:0])
             self.flush()
@@ -216,6 +222,7 @@ class _Preparation:
         first = records.first_document
         numbers = np.arange(first, first + len(lengths), dtype=np.uint64)
         to_val = held_out(self.seed, records.source, numbers, self.val_fraction)
+        text_bytes = records.batch.byte_lengths()  # the bytes of each record's ids
         for name, mask in (("train", ~to_val), ("val", to_val)):
             keep = mask & (lengths > 0)
             if keep.all():
@@ -225,7 +232,9 @@ class _Preparation:
             else:
                 continue
             ends = np.cumsum(lengths[keep])
-            self.splits[name].add_documents(np.insert(kept, ends, self.eos), int(keep.sum()))
+            self.splits[name].add_documents(
+                np.insert(kept, ends, self.eos), int(keep.sum()), int(text_bytes[keep].sum())
+            )
 
     def _place_text(self, piece: Piece, ids: np.ndarray) -> None:
         """A piece of a text file's one document: split whole, or gathered until its end."""
