@@ -2,9 +2,12 @@
 
 from smallgpt.optim.optimizers import (
     MUON_MOMENTUM,
+    Fp32Muon,
     MuonWithAdamW,
     build_optimizer,
+    has_native_bf16,
     is_muon_matrix,
+    orthogonalize,
 )
 from smallgpt.optim.schedule import (
     cosine_with_warmup_factor,
@@ -13,9 +16,12 @@ from smallgpt.optim.schedule import (
 
 __all__ = [
     "MUON_MOMENTUM",
+    "Fp32Muon",
     "MuonWithAdamW",
     "build_optimizer",
     "cosine_with_warmup_factor",
     "get_cosine_schedule_with_warmup",
+    "has_native_bf16",
     "is_muon_matrix",
+    "orthogonalize",
 ]
