@@ -317,7 +317,7 @@ const BLOCK: usize = 64;
 
 /// Masks of the `BLOCK` bytes at `at` (bit j for byte `at + j`): letters, digits, ' ', other
 /// whitespace and slow bytes, as `BYTE_FLAGS` gives them.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Default, PartialEq, Eq)]
 struct BlockMasks {
     letter: u64,
     digit: u64,
@@ -335,13 +335,7 @@ fn block_masks(b: &[u8], at: usize) -> BlockMasks {
 #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
 #[inline(always)]
 fn block_masks_by_table(b: &[u8], at: usize) -> BlockMasks {
-    let mut m = BlockMasks {
-        letter: 0,
-        digit: 0,
-        space: 0,
-        white: 0,
-        slow: 0,
-    };
+    let mut m = BlockMasks::default();
     for (j, &byte) in b[at..at + BLOCK].iter().enumerate() {
         let flags = BYTE_FLAGS[byte as usize];
         let bit = |flag: u8| u64::from(flags & flag != 0) << j;
@@ -360,13 +354,7 @@ fn block_masks_by_table(b: &[u8], at: usize) -> BlockMasks {
 fn block_masks(b: &[u8], at: usize) -> BlockMasks {
     use std::arch::x86_64::*;
     let block = &b[at..at + BLOCK];
-    let mut m = BlockMasks {
-        letter: 0,
-        digit: 0,
-        space: 0,
-        white: 0,
-        slow: 0,
-    };
+    let mut m = BlockMasks::default();
     // SAFETY: SSE2 is part of x86-64, so these instructions exist on every CPU this runs on;
     // each load reads the 16 bytes of one chunk, with no alignment needed.
     unsafe {
