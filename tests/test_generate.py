@@ -127,6 +127,26 @@ def test_generate_restores_training_mode():
     assert model.training
 
 
+def test_the_caller_runs_in_its_own_autograd_mode_between_steps_and_gets_plain_tensors():
+    model = tiny_model()
+    for tokens, active in iter_generate(model, [[1, 2], [3]], 3, temperature=0):
+        assert torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
+        assert not tokens.is_inference() and not active.is_inference()
+        tokens += 0  # in place, as a caller may: refused for an inference tensor
+
+
+def test_decoding_logits_equal_logits():
+    model = tiny_model().eval()
+    hidden = torch.randn(5, model.config.embed_dim, dtype=model.lm_head.weight.dtype)
+    with torch.no_grad():
+        expected = model.logits(hidden)
+        got = model.decoding_logits()(hidden)
+    assert got.shape == expected.shape == (5, model.get_vocab_size())
+    # Only the order of the sums may differ: a bound from the magnitudes that are summed.
+    scale = hidden.abs() @ model.lm_head.weight[: model.get_vocab_size()].abs().t()
+    assert ((got - expected).abs() <= 1e-5 * scale + 1e-6).all()
+
+
 def random_logits(rows: int = 3, vocab: int = 40) -> torch.Tensor:
     return torch.randn(rows, vocab, generator=torch.Generator().manual_seed(7)) * 2
 

@@ -46,6 +46,7 @@ class _Decoder:
         self.max_len = model.config.max_seq_len
         self.keep = self.max_len - context_shift + 1
         self.device = model.transformer.wte.weight.device
+        self.logits = model.decoding_logits()
 
     def prefill(self, remaining_steps: int) -> Tensor:
         """(Re)build the cache from each sequence's window; returns next-token logits (B, vocab)."""
@@ -62,7 +63,7 @@ class _Decoder:
         capacity = min(self.max_len, width + remaining_steps)
         self.cache = self.model.new_kv_cache(len(windows), capacity, start=start)
         hidden = self.model.hidden(ids.to(self.device), kv_cache=self.cache)
-        return self.model.logits(hidden[:, -1])
+        return self.logits(hidden[:, -1])
 
     def step(self, tokens: Tensor, remaining_steps: int) -> Tensor:
         """Append `tokens` (B,) to every sequence; returns the next-token logits (B, vocab)."""
@@ -71,7 +72,7 @@ class _Decoder:
         if self.cache.length == self.cache.capacity:
             return self.prefill(remaining_steps)
         hidden = self.model.hidden(tokens[:, None], kv_cache=self.cache)
-        return self.model.logits(hidden[:, -1])
+        return self.logits(hidden[:, -1])
 
 
 def iter_generate(
@@ -112,9 +113,11 @@ def iter_generate(
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        # Inference mode (cheaper per operation than no_grad) is held only while decoding, not
+        # across the yields, so the caller's own code runs in its own autograd mode; what is
+        # yielded is cloned out of inference mode.
+        with torch.inference_mode():
             decoder = _Decoder(model, sequences, context_shift)
-            # Only what the options use is kept up to date: each step's overhead adds to every token.
             seen = None
             if repetition_penalty != 1.0:
                 seen = torch.zeros(
@@ -124,7 +127,8 @@ def iter_generate(
                     seen[b, torch.tensor(seq, device=device)] = True
             active = torch.ones(len(sequences), dtype=torch.bool, device=device)
             logits = decoder.prefill(max_new_tokens) if max_new_tokens else None
-            for step in range(max_new_tokens):
+        for step in range(max_new_tokens):
+            with torch.inference_mode():
                 if seen is not None:
                     logits = apply_repetition_penalty(logits, seen, repetition_penalty)
                 tokens = sample_next_token(
@@ -135,7 +139,8 @@ def iter_generate(
                     min_p=min_p,
                     generator=generator,
                 ).squeeze(-1)
-                yield tokens, active.clone()
+            yield tokens.clone(), active.clone()
+            with torch.inference_mode():
                 if seen is not None:
                     seen.scatter_(1, tokens[:, None], True)
                 remaining = max_new_tokens - step - 1

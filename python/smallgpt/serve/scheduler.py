@@ -172,6 +172,7 @@ class Scheduler:
         self.max_batch, self.max_queue = max_batch, max_queue
         self.num_threads = torch.get_num_threads() if num_threads is None else num_threads
         self.device = model.transformer.wte.weight.device
+        self.logits = model.decoding_logits()  # the served weights do not change
         self.pool = _SlotPool(model, max_batch)
         self.free = list(range(max_batch))
         self.waiting: deque[Sequence] = deque()
@@ -291,7 +292,7 @@ class Scheduler:
             self.pool.v[:, slot, :, :n] = cache.v[:, row, :, :n]
             self.pool.lengths[slot] = n
         last = torch.tensor(lengths, device=self.device) - 1
-        return self.model.logits(hidden[torch.arange(len(prompts), device=self.device), last])
+        return self.logits(hidden[torch.arange(len(prompts), device=self.device), last])
 
     def _sample(self, runs: list[_Running]) -> list[str | None]:
         """Sample every run's next token and hand it on, one `sample_next_token` call per group of
@@ -339,7 +340,7 @@ class Scheduler:
         )
         batch = _SlotBatch(self.pool, span, list(by_slot))
         hidden = self.model.hidden(tokens, kv_cache=batch)  # type: ignore[arg-type]
-        logits = self.model.logits(hidden[:, -1])
+        logits = self.logits(hidden[:, -1])
         for slot, run in by_slot.items():
             row = slot - span.start
             run.logits = logits[row : row + 1]
