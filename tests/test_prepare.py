@@ -19,6 +19,7 @@ from smallgpt.data.prepare import prepare_data
 from smallgpt.data.shards import STATE_FILE, held_out, load_meta, prepare_shards
 from smallgpt.tokenizer.bpe import Tokenizer
 from smallgpt.tokenizer.cli import main as tokenizer_cli
+from tqdm import tqdm
 
 from tests.corpora import (
     FORMS,
@@ -432,3 +433,15 @@ def test_a_saved_dataset_gives_the_same_shards_as_its_jsonl(tmp_path, docs, toke
     )
     assert shard_bytes(tmp_path / "hf") == shard_bytes(tmp_path / "j")
     assert meta["sources"][0]["path"] == f"hf:{tmp_path / 'ds'}"
+
+
+def test_the_progress_bar_counts_bytes_and_documents(tmp_path, docs, tokenizer, capsys):
+    path = write_jsonl(tmp_path / "docs.jsonl.gz", docs * 3)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("smallgpt.data.shards._CHUNK_CHARS", 2_000)
+        patch.setattr("smallgpt.data.shards._RECORD_BYTES", 500)
+        prepare_shards(tokenizer, [path], tmp_path / "out", log=lambda _: None)
+    bar = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    size = tqdm.format_sizeof(path.stat().st_size)  # as tqdm shows the file's size
+    assert f"{size}/{size}" in bar, bar  # all of it read, out of all of it
+    assert f"documents={len(docs) * 3}" in bar, bar
