@@ -9,6 +9,7 @@ independent. A `__main__.py` imports only its stage's `cli.py`, no imported modu
 from __future__ import annotations
 
 import ast
+import importlib.metadata
 from pathlib import Path
 
 import pytest
@@ -122,3 +123,18 @@ def test_the_import_graph_has_no_cycle():
     for module in sorted(graph):
         if module not in state:
             visit(module, [module])
+
+
+def test_the_checkouts_root_holds_no_package_that_could_shadow_an_installed_one():
+    # `python -m pytest` and any `python` started in a checkout put its root first on sys.path:
+    # a module or regular package there hides an installed one of the same name (a root `kernels` link to
+    # smallgpt/kernels broke `import transformers`, whose `kernels` dependency it hid).
+    root = PACKAGE.parent.parent
+    importable = {
+        p.stem if p.suffix == ".py" else p.name
+        for p in root.iterdir()
+        if p.suffix == ".py" or (p / "__init__.py").exists()
+    }
+    assert importable <= {"conftest"}, importable  # (tests/, benches/: namespace directories)
+    shadowed = importable & set(importlib.metadata.packages_distributions())
+    assert not shadowed, f"{shadowed} at the root hide installed packages of the same name"

@@ -98,6 +98,7 @@ def test_surrogate_escaped_bytes_round_trip_or_raise_a_clear_error(tokenizer, da
         lambda: tokenizer.encode(text),
         lambda: tokenizer.encode_batch(["fine", text]),
         lambda: tokenizer.encode_to_numpy(text),
+        lambda: tokenizer.encode_batch_to_numpy(["fine", text]),
         lambda: Tokenizer.train([text], 300),
     ):
         with pytest.raises(ValueError, match="surrogates not allowed"):

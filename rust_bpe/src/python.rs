@@ -147,8 +147,9 @@ fn text_items(texts: &Bound<'_, PyAny>) -> PyResult<Vec<TextItem>> {
         let item = item?;
         if let Ok(batch) = item.cast::<PyTextBatch>() {
             items.push(TextItem::Batch(batch.clone().unbind()));
-        } else if let Ok(text) = item.extract::<PyBackedStr>() {
-            items.push(TextItem::Text(text));
+        } else if item.is_instance_of::<PyString>() {
+            // Fails only for a str with no UTF-8 (lone surrogates): Python's UnicodeEncodeError.
+            items.push(TextItem::Text(item.extract::<PyBackedStr>()?));
         } else {
             return Err(PyTypeError::new_err(format!(
                 "texts[{index}] must be a str or a TextBatch, not {}",
