@@ -16,18 +16,9 @@ import torch
 from torch import Tensor, nn
 
 from smallgpt.model.gpt import SmallGPT
+from smallgpt.optim.optimizers import has_native_bf16
 
 INFERENCE_DTYPES = ("fp32", "bf16", "int8", "auto")
-
-
-def has_native_bf16(device: torch.device) -> bool:
-    """Whether `device` multiplies bf16 matrices in hardware: a CUDA GPU that supports bf16, or a
-    CPU with AVX512-BF16 or AMX tiles (torch's own CPU feature checks)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and (
-        torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    )
 
 
 def resolve_inference_dtype(name: str, device: torch.device) -> str:

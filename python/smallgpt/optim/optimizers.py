@@ -144,9 +144,11 @@ class MuonWithAdamW(torch.optim.Optimizer):
         self._share_groups_and_state()
 
 
-def has_native_bf16(device_type: str) -> bool:
-    """Whether devices of `device_type` ("cpu", "cuda") multiply bf16 matrices in hardware: a
-    CUDA GPU that supports bf16, or a CPU with AVX512-BF16 or AMX tiles (torch's own checks)."""
+def has_native_bf16(device: torch.device | str) -> bool:
+    """Whether `device` (or devices of its type: "cpu", "cuda") multiplies bf16 matrices in
+    hardware: a CUDA GPU that supports bf16, or a CPU with AVX512-BF16 or AMX tiles (torch's own
+    checks)."""
+    device_type = torch.device(device).type
     if device_type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     return device_type == "cpu" and (
