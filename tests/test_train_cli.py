@@ -109,7 +109,15 @@ def test_cli_config_mistakes_exit_2_with_the_fix(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_two_ddp_processes_match_one_process_with_the_same_global_batch(shards, tmp_path):
-    common = [*TINY, f"data.shard_dir={shards}", "train.max_steps=4", "train.eval_interval=2"]
+    # AdamW: the drift bound of the whole run below is Adam's (the demo preset's Muon turns the
+    # same rounding-level gradient differences into larger changes by step 3: 0.6 %, measured).
+    common = [
+        *TINY,
+        f"data.shard_dir={shards}",
+        "train.max_steps=4",
+        "train.eval_interval=2",
+        "optim.name=adamw",
+    ]
     torchrun = ("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2")
     ddp = train_cli(
         "demo-cpu",
