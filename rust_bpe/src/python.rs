@@ -112,12 +112,6 @@ impl PyTextBatch {
         self.0.chars()
     }
 
-    /// UTF-8 bytes of all texts together.
-    #[getter]
-    fn text_bytes(&self) -> usize {
-        self.0.text_bytes()
-    }
-
     /// UTF-8 bytes of each text, as an int64 numpy array.
     fn byte_lengths(&self, py: Python<'_>) -> Py<PyAny> {
         let lengths: Vec<i64> = self.0.byte_lengths().map(|n| n as i64).collect();

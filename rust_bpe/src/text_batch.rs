@@ -47,11 +47,6 @@ impl TextBatch {
         self.chars
     }
 
-    /// UTF-8 bytes of all texts together.
-    pub fn text_bytes(&self) -> usize {
-        self.text.len()
-    }
-
     /// UTF-8 bytes of each text.
     pub fn byte_lengths(&self) -> impl Iterator<Item = usize> + '_ {
         let starts = std::iter::once(0).chain(self.ends.iter().copied());
@@ -76,10 +71,6 @@ mod tests {
         assert_eq!(batch.iter().collect::<Vec<_>>(), texts);
         let chars: usize = texts.iter().map(|t| t.chars().count()).sum();
         assert_eq!(batch.chars(), chars);
-        assert_eq!(
-            batch.text_bytes(),
-            texts.iter().map(|t| t.len()).sum::<usize>()
-        );
         assert!(TextBatch::from_texts(Vec::<&str>::new()).is_empty());
     }
 }

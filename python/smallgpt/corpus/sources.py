@@ -5,8 +5,8 @@ A `.txt` file is one document. A `.jsonl`/`.ndjson` line and a `.parquet` row is
 its `text_field` (default "text"); JSON lines are parsed in Rust (`_bpe.parse_jsonl`, without
 the GIL) as Python's `json` reads them, NaN and Infinity included, and their texts stay in
 Rust (`_bpe.TextBatch`) until they are encoded. `.gz`, `.zst` and `.bz2` after any of these
-decompress by extension. Directories are searched recursively and, like glob patterns, give their files in
-sorted order, so a corpus always reads the same way. `hf:NAME[:SPLIT]` reads a `datasets`
+decompress by extension. Directories are searched recursively and, like glob patterns, give
+their files in sorted order, so a corpus always reads the same way. `hf:NAME[:SPLIT]` reads a `datasets`
 dataset (a Hub name or a folder written by `save_to_disk`; split default "train").
 Documents are separated downstream by `<|endoftext|>`; nothing is added or removed here.
 """

@@ -118,6 +118,7 @@ def iter_generate(
         # yielded is cloned out of inference mode.
         with torch.inference_mode():
             decoder = _Decoder(model, sequences, context_shift)
+            # Only what the options use is kept up to date: each step's overhead adds to every token.
             seen = None
             if repetition_penalty != 1.0:
                 seen = torch.zeros(

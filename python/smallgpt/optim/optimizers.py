@@ -26,6 +26,15 @@ from smallgpt.config.schema import OPTIMIZERS
 MUON_MOMENTUM = 0.95
 
 
+def _closure_loss(closure: Any) -> Any:
+    """The loss `closure` (re-evaluating the model, as in torch.optim) returns, with gradients
+    on; None without a closure."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
 def orthogonalize(
     matrix: Tensor, coefficients: tuple[float, float, float], steps: int, eps: float
 ) -> Tensor:
@@ -57,10 +66,7 @@ class Fp32Muon(torch.optim.Muon):
     @torch.no_grad()
     def step(self, closure=None):  # type: ignore[override]
         """One update of every parameter with a gradient; `closure` as in torch.optim."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _closure_loss(closure)
         for group in self.param_groups:
             lr, momentum = group["lr"], group["momentum"]
             for param in group["params"]:
@@ -129,10 +135,7 @@ class MuonWithAdamW(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure=None):  # type: ignore[override]
         """One update of every parameter; `closure` (re-evaluates the loss) as in torch.optim."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _closure_loss(closure)
         self._muon.step()
         self._adamw.step()
         return loss
