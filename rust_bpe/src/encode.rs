@@ -53,8 +53,55 @@ struct BatchParts<'a> {
 /// Texts shorter than twice this are never cut: a part pays a little for its own start.
 const MIN_PART: usize = 16 << 10;
 
-/// Puts the ids of encoded runs of parts back together as the ids of whole texts: consecutive
-/// whole texts go on as one run, a cut text once all its parts have arrived.
+/// Buffers for the ids of large texts, kept from one batch to the next and reused once consumed.
+/// A batch of large texts then touches the same memory again and again: freeing and mapping
+/// megabytes per text made the allocator hand the Python lists fresh pages as well, whose page
+/// faults cost more than encoding on a few cores. Small texts' buffers come from the
+/// allocator's own free lists, which do this already.
+#[derive(Default)]
+struct IdBuffers(Mutex<Vec<Vec<u32>>>);
+
+/// Texts of at least this many bytes get their ids' buffer from `IdBuffers`.
+const REUSED_BUFFER_TEXT: usize = 64 << 10;
+/// `IdBuffers` keeps at most this many ids' worth of buffers (32 MiB).
+const KEPT_BUFFER_IDS: usize = 8 << 20;
+
+impl IdBuffers {
+    /// A buffer for the ids of a text of `len` bytes, empty.
+    fn take(&self, len: usize) -> Vec<u32> {
+        if len >= REUSED_BUFFER_TEXT {
+            if let Some(mut kept) = self.0.lock().ok().and_then(|mut kept| kept.pop()) {
+                kept.clear();
+                return kept;
+            }
+        }
+        Vec::with_capacity(len / 4 + 1)
+    }
+
+    /// Keeps the large ones of `buffers`, as far as the bound allows; frees the rest.
+    fn give_back(&self, buffers: Vec<Vec<u32>>) {
+        let mut large = buffers
+            .into_iter()
+            .filter(|b| b.capacity() >= REUSED_BUFFER_TEXT / 4)
+            .peekable();
+        if large.peek().is_none() {
+            return;
+        }
+        if let Ok(mut kept) = self.0.lock() {
+            let mut ids: usize = kept.iter().map(Vec::capacity).sum();
+            for buffer in large {
+                ids += buffer.capacity();
+                if ids > KEPT_BUFFER_IDS {
+                    break;
+                }
+                kept.push(buffer);
+            }
+        }
+    }
+}
+
+/// Hands the ids of encoded runs of parts on text by text: a whole text as its one part, a cut
+/// text once all its parts have arrived (runs arrive in any order), as the parts in order.
 struct Joiner<'p, 'a> {
     parts: &'p BatchParts<'a>,
     /// The ids of the parts of cut texts that have arrived, by part index.
@@ -82,50 +129,64 @@ impl<'p, 'a> Joiner<'p, 'a> {
         }
     }
 
-    /// Takes the ids of the run of parts from `first`; passes on what completes texts.
+    /// Takes the ids of the run of parts from `first`; passes the texts they complete to
+    /// `consume` and then gives their buffers back to `buffers`.
     fn add(
         &mut self,
         first: usize,
         ids: Vec<Vec<u32>>,
-        consume: &mut impl FnMut(usize, Vec<Vec<u32>>),
+        buffers: &IdBuffers,
+        consume: &mut impl FnMut(&Completed),
     ) {
-        if self.arrived.is_empty() {
-            consume(first, ids); // nothing was cut: parts are texts
-            return;
-        }
         let text_of = &self.parts.text_of;
-        let mut whole: Vec<Vec<u32>> = Vec::new();
-        let mut whole_first = 0;
+        let mut completed = Completed {
+            texts: Vec::with_capacity(ids.len()),
+            buffers: Vec::with_capacity(ids.len()),
+        };
         for (part, part_ids) in (first..).zip(ids) {
             let text = text_of[part];
-            let Some(count) = self.missing.get_mut(&text) else {
-                if whole.is_empty() {
-                    whole_first = text;
-                }
-                whole.push(part_ids);
+            let from = completed.buffers.len();
+            let cut = if self.missing.is_empty() {
+                None
+            } else {
+                self.missing.get_mut(&text)
+            };
+            let Some(count) = cut else {
+                completed.buffers.push(part_ids);
+                completed.texts.push((text, from..from + 1));
                 continue;
             };
-            if !whole.is_empty() {
-                consume(whole_first, std::mem::take(&mut whole));
-            }
             self.arrived[part] = Some(part_ids);
             *count -= 1;
             if *count == 0 {
                 self.missing.remove(&text);
                 let start = text_of.partition_point(|&t| t < text);
                 let end = text_of.partition_point(|&t| t <= text);
-                let arrived = &mut self.arrived[start..end];
-                let len = arrived.iter().flatten().map(Vec::len).sum();
-                let mut joined = Vec::with_capacity(len);
-                for ids in arrived.iter_mut().flat_map(Option::take) {
-                    joined.extend_from_slice(&ids);
-                }
-                consume(text, vec![joined]);
+                let arrived = self.arrived[start..end].iter_mut().flat_map(Option::take);
+                completed.buffers.extend(arrived);
+                completed.texts.push((text, from..completed.buffers.len()));
             }
         }
-        if !whole.is_empty() {
-            consume(whole_first, whole);
+        if !completed.texts.is_empty() {
+            consume(&completed);
         }
+        buffers.give_back(completed.buffers);
+    }
+}
+
+/// The texts a run of a batch completed: each one's index and its ids as one or more slices
+/// (the parts of a cut text, in order), valid only during the call they are handed to.
+pub struct Completed {
+    texts: Vec<(usize, std::ops::Range<usize>)>,
+    buffers: Vec<Vec<u32>>,
+}
+
+impl Completed {
+    /// Each completed text's index in the batch and the slices whose concatenation are its ids.
+    pub fn texts(&self) -> impl Iterator<Item = (usize, &[Vec<u32>])> {
+        self.texts
+            .iter()
+            .map(|(text, range)| (*text, &self.buffers[range.clone()]))
     }
 }
 
@@ -173,6 +234,8 @@ pub struct Encoder {
     specials: Vec<(String, u32)>,
     /// States of finished calls, for the next ones.
     states: Mutex<Vec<EncodeState>>,
+    /// Buffers for `encode_batch_each`'s ids of large texts.
+    buffers: IdBuffers,
 }
 
 /// Reusable buffers of the merge loops, so that encoding allocates nothing per piece.
@@ -321,6 +384,7 @@ impl Encoder {
             offsets,
             specials: vocab.specials.clone(),
             states: Mutex::new(Vec::new()),
+            buffers: IdBuffers::default(),
         }
     }
 
@@ -457,16 +521,28 @@ impl Encoder {
         allowed: &[u32],
         state: &mut EncodeState,
     ) -> Vec<u32> {
+        let mut out = Vec::with_capacity(text.len() / 4 + 1);
+        self.encode_with_specials_into(text, allowed, &mut out, state);
+        out
+    }
+
+    /// `encode_with_specials` on this thread, appending to `out`.
+    fn encode_with_specials_into(
+        &self,
+        text: &str,
+        allowed: &[u32],
+        out: &mut Vec<u32>,
+        state: &mut EncodeState,
+    ) {
         let specials: Vec<(&str, u32)> = self
             .specials
             .iter()
             .filter(|(s, id)| allowed.contains(id) && !s.is_empty())
             .map(|(s, id)| (s.as_str(), *id))
             .collect();
-        let mut out = Vec::with_capacity(text.len() / 4 + 1);
         if specials.is_empty() {
-            self.encode_ordinary_into(text, &mut out, state);
-            return out;
+            self.encode_ordinary_into(text, out, state);
+            return;
         }
         let finders: Vec<memchr::memmem::Finder> = specials
             .iter()
@@ -492,12 +568,11 @@ impl Encoder {
                 }
             }
             let Some((pos, k)) = best else { break };
-            self.encode_ordinary_into(&text[start..pos], &mut out, state);
+            self.encode_ordinary_into(&text[start..pos], out, state);
             out.push(specials[k].1);
             start = pos + specials[k].0.len();
         }
-        self.encode_ordinary_into(&text[start..], &mut out, state);
-        out
+        self.encode_ordinary_into(&text[start..], out, state);
     }
 
     /// The ids of each chunk (special strings as plain text), in parallel on the current
@@ -553,34 +628,36 @@ impl Encoder {
         (ids, offsets)
     }
 
-    /// `encode_with_specials` of each text on `threads` threads, handing the ids of each run of
-    /// consecutive texts to `consume(index of the run's first text, ids)` on the calling
-    /// thread. Runs arrive in no particular order.
+    /// `encode_with_specials` of each text on `threads` threads, handing the texts each run
+    /// completes to `consume` on the calling thread. Texts arrive in no particular order.
     ///
     /// This lets the caller turn ids into its own objects (Python lists, which only one thread
     /// can build) while encoding goes on: the calling thread is one of the `threads` and,
     /// between the runs it encodes itself, consumes the runs the other threads have finished.
     /// With one thread everything happens in order on the calling thread. A text much larger
     /// than a run is encoded in parts cut at safe pre-tokenization cuts, so a few large texts
-    /// keep every thread busy; its ids are those of the whole text.
+    /// keep every thread busy; its ids are those of the whole text. The ids' buffers are reused
+    /// once consumed, so the caller must copy what it keeps.
     pub fn encode_batch_each(
         &self,
         threads: usize,
         texts: &[impl AsRef<str> + Sync],
         allowed: &[u32],
-        mut consume: impl FnMut(usize, Vec<Vec<u32>>),
+        mut consume: impl FnMut(&Completed),
     ) {
         // Many small runs: whatever the others finish while the calling thread encodes its
-        // last run is what remains to consume after encoding ends.
-        let run_count = if threads <= 1 { 1 } else { 16 * threads };
-        let parts = self.batch_parts(texts, allowed, run_count);
+        // last run is what remains to consume after encoding ends. One thread cuts nothing but
+        // still consumes run by run, so its buffers are reused too.
+        let run_count = 16 * threads.max(1);
+        let parts = self.batch_parts(texts, allowed, if threads <= 1 { 1 } else { run_count });
         let runs = batch_runs(&parts.parts, run_count);
         let next_run = AtomicUsize::new(0);
         let take = || runs.get(next_run.fetch_add(1, Ordering::Relaxed));
+        let buffers = &self.buffers;
         let (sender, receiver) = std::sync::mpsc::channel();
         let mut joined = Joiner::new(&parts);
         let mut consume_run = |first: usize, ids: Vec<Vec<u32>>| {
-            joined.add(first, ids, &mut consume);
+            joined.add(first, ids, buffers, &mut consume);
         };
         // Plain threads, not a rayon pool: a pool's idle workers spin for work, taking time
         // from the threads that have it on a machine with few cores.
@@ -590,7 +667,7 @@ impl Encoder {
                 scope.spawn(move || {
                     self.with_state(|state| {
                         while let Some(&(first, run)) = take() {
-                            let ids = self.encode_run(run, allowed, state);
+                            let ids = self.encode_run(run, allowed, buffers, state);
                             if sender.send((first, ids)).is_err() {
                                 break;
                             }
@@ -604,7 +681,7 @@ impl Encoder {
                     consume_run(first, ids);
                 }
                 let Some(&(first, run)) = take() else { break };
-                consume_run(first, self.encode_run(run, allowed, state));
+                consume_run(first, self.encode_run(run, allowed, buffers, state));
             });
             for (first, ids) in receiver {
                 consume_run(first, ids);
@@ -655,10 +732,15 @@ impl Encoder {
         &self,
         run: &[impl AsRef<str>],
         allowed: &[u32],
+        buffers: &IdBuffers,
         state: &mut EncodeState,
     ) -> Vec<Vec<u32>> {
         run.iter()
-            .map(|text| self.encode_with_specials_using(text.as_ref(), allowed, state))
+            .map(|text| {
+                let mut ids = buffers.take(text.as_ref().len());
+                self.encode_with_specials_into(text.as_ref(), allowed, &mut ids, state);
+                ids
+            })
             .collect()
     }
 
@@ -1000,37 +1082,30 @@ mod tests {
             .map(|t| encoder.encode_with_specials(t, &[eot]))
             .collect();
         for threads in [1, 2, 5] {
-            let mut got: Vec<Option<Vec<u32>>> = vec![None; texts.len()];
-            encoder.encode_batch_each(threads, &texts, &[eot], |first, run| {
-                for (k, ids) in run.into_iter().enumerate() {
-                    assert!(
-                        got[first + k].replace(ids).is_none(),
-                        "text {} twice",
-                        first + k
-                    );
-                }
-            });
-            let got: Vec<Vec<u32>> = got
-                .into_iter()
-                .map(|ids| ids.expect("every text"))
-                .collect();
-            assert_eq!(got, expected, "{threads} threads");
+            assert_eq!(
+                batch_in_order(&encoder, threads, &texts, &[eot]),
+                expected,
+                "{threads} threads"
+            );
         }
         let none: [&str; 0] = [];
-        encoder.encode_batch_each(2, &none, &[], |_, _| panic!("no texts, no runs"));
+        encoder.encode_batch_each(2, &none, &[], |_| panic!("no texts, no runs"));
     }
 
-    /// `encode_batch_each` on `threads` threads, the runs put back in text order.
+    /// `encode_batch_each` on `threads` threads, the texts put back in order.
     fn batch_in_order(
         encoder: &Encoder,
         threads: usize,
-        texts: &[String],
+        texts: &[impl AsRef<str> + Sync],
         allowed: &[u32],
     ) -> Vec<Vec<u32>> {
         let mut got: Vec<Option<Vec<u32>>> = vec![None; texts.len()];
-        encoder.encode_batch_each(threads, texts, allowed, |first, run| {
-            for (k, ids) in run.into_iter().enumerate() {
-                assert!(got[first + k].replace(ids).is_none(), "text {}", first + k);
+        encoder.encode_batch_each(threads, texts, allowed, |completed| {
+            for (text, parts) in completed.texts() {
+                assert!(
+                    got[text].replace(parts.concat()).is_none(),
+                    "text {text} twice"
+                );
             }
         });
         got.into_iter()
@@ -1052,18 +1127,20 @@ mod tests {
             large[1000..].to_string(),
             "last".into(),
         ];
+        let expected: Vec<Vec<u32>> = texts
+            .iter()
+            .map(|t| encoder.encode_with_specials(t, &[eot]))
+            .collect();
         for threads in [2, 3] {
             let parts = encoder.batch_parts(&texts, &[eot], 16 * threads);
             let cut = |i: usize| parts.text_of.iter().filter(|&&t| t == i).count();
             assert!(cut(0) > 4 && cut(5) > 4, "large texts are cut");
             assert_eq!((cut(3), cut(4)), (1, 1), "allowed specials, no safe cut");
             assert_eq!(parts.parts.concat(), texts.concat());
-            let expected: Vec<Vec<u32>> = texts
-                .iter()
-                .map(|t| encoder.encode_with_specials(t, &[eot]))
-                .collect();
             assert_eq!(batch_in_order(&encoder, threads, &texts, &[eot]), expected);
         }
+        // One thread cuts nothing but reuses the large texts' buffers from run to run.
+        assert_eq!(batch_in_order(&encoder, 1, &texts, &[eot]), expected);
     }
 
     #[test]

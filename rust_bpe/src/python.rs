@@ -197,6 +197,28 @@ fn without_gc<T>(_py: Python<'_>, build: impl FnOnce() -> T) -> T {
     build()
 }
 
+/// The ids of consecutive slices as one iterator of known length, which `PyList::new` needs.
+struct Joined<'a> {
+    rest: std::iter::Flatten<std::slice::Iter<'a, Vec<u32>>>,
+    left: usize,
+}
+
+impl<'a> Iterator for Joined<'a> {
+    type Item = &'a u32;
+
+    fn next(&mut self) -> Option<&'a u32> {
+        let id = self.rest.next()?;
+        self.left -= 1;
+        Some(id)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
+impl ExactSizeIterator for Joined<'_> {}
+
 impl BpeCore {
     /// Wraps a vocabulary (from training or loading) with its encoder.
     pub(crate) fn from_vocab(vocab: Vocab) -> BpeCore {
@@ -208,23 +230,30 @@ impl BpeCore {
         }
     }
 
-    /// `ids` as a Python list of ints.
-    fn id_list<'py>(&self, py: Python<'py>, ids: &[u32]) -> PyResult<Bound<'py, PyList>> {
+    /// The ids of `parts`, one after the other, as a Python list of ints.
+    fn id_list<'py>(&self, py: Python<'py>, parts: &[Vec<u32>]) -> PyResult<Bound<'py, PyList>> {
         let objects = self.id_objects.get_or_try_init(py, || {
             (0..self.encoder.vocab_size() as u32)
                 .map(|id| Ok(id.into_pyobject(py)?.into_any().unbind()))
                 .collect::<PyResult<Vec<_>>>()
         })?;
-        PyList::new(
-            py,
-            ids.iter().map(|&id| match objects.get(id as usize) {
-                Some(object) => object.bind(py).clone(),
-                None => id
-                    .into_pyobject(py)
-                    .map(|o| o.into_any())
-                    .unwrap_or_else(|e| match e {}),
-            }),
-        )
+        let object = |&id: &u32| match objects.get(id as usize) {
+            Some(object) => object.bind(py).clone(),
+            None => id
+                .into_pyobject(py)
+                .map(|o| o.into_any())
+                .unwrap_or_else(|e| match e {}),
+        };
+        match parts {
+            [ids] => PyList::new(py, ids.iter().map(object)),
+            _ => {
+                let ids = Joined {
+                    rest: parts.iter().flatten(),
+                    left: parts.iter().map(Vec::len).sum(),
+                };
+                PyList::new(py, ids.map(object))
+            }
+        }
     }
 
     /// Encodes a file, calling `progress(bytes_done)` (if given) after each chunk and
@@ -322,7 +351,7 @@ impl BpeCore {
         allowed: Vec<u32>,
     ) -> PyResult<Bound<'py, PyList>> {
         let ids = py.detach(|| self.encoder.encode_with_specials(text, &allowed));
-        self.id_list(py, &ids)
+        self.id_list(py, std::slice::from_ref(&ids))
     }
 
     /// `encode` of each text, on `num_threads` threads (None: rayon's count, all cores).
@@ -342,12 +371,12 @@ impl BpeCore {
         let mut failure: Option<PyErr> = None;
         py.detach(|| {
             self.encoder
-                .encode_batch_each(threads, &texts, &allowed, |first, run| {
+                .encode_batch_each(threads, &texts, &allowed, |completed| {
                     Python::attach(|py| {
                         without_gc(py, || {
-                            for (slot, ids) in lists[first..].iter_mut().zip(&run) {
-                                match self.id_list(py, ids) {
-                                    Ok(list) => *slot = Some(list.unbind()),
+                            for (text, parts) in completed.texts() {
+                                match self.id_list(py, parts) {
+                                    Ok(list) => lists[text] = Some(list.unbind()),
                                     Err(e) => failure = Some(e),
                                 }
                             }
