@@ -71,8 +71,7 @@ class _Decoder:
             seq.append(token)
         if self.cache.length == self.cache.capacity:
             return self.prefill(remaining_steps)
-        hidden = self.model.hidden(tokens[:, None], kv_cache=self.cache)
-        return self.logits(hidden[:, -1])
+        return self.logits(self.model.decode_step(tokens, self.cache))
 
 
 def iter_generate(
