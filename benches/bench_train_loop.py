@@ -2,8 +2,10 @@
 guide, on CPU, same model, same batches, in the same pytest run (target: >= 1.0x).
 
 Model: SmallGPT with embed 128, 4 heads, 4 layers, context 128, dropout 0.1, on the bundled Tiny
-Shakespeare with a 1024-token tokenizer; batch 16 x 128 tokens, fp32, AdamW + warmup/cosine +
-clipping at 1.0 in both loops. The plain loop is `logits, loss = model(x, y); loss.backward();
+Shakespeare with a 1024-token tokenizer; batch 16 x 128 tokens, AdamW + warmup/cosine + clipping
+at 1.0 in both loops. The plain loop runs in fp32; ours with its default `train.precision=auto`
+(bf16 autocast on CPUs with native bf16, AVX512-BF16 or AMX; fp32 elsewhere), and once more with
+`train.precision=fp32`, the same dtype as the plain loop. The plain loop is `logits, loss = model(x, y); loss.backward();
 clip; optimizer.step(); scheduler.step(); zero_grad(); loss.item()`. Ours is `Trainer.fit()` with
 its per-step bookkeeping (token counting, non-finite checks, stop votes, metrics every 10 steps
 to metrics.jsonl and TensorBoard), validation and periodic checkpoints off (the final ones are
@@ -79,6 +81,7 @@ overrides = [f"model.{k}={v}" for k, v in SIZES.items()] + [
     f"train.seed={SEED}", f"optim.lr={LR}", "optim.warmup_steps=10", "train.device=cpu",
     "train.eval_interval=100000", "train.eval_batches=1", "checkpoint.interval=null",
     "log.interval=10", "log.progress_bar=false", "log.plot=false", "log.num_samples=0",
+    f"train.precision={PRECISION}",
 ]
 clock = Interleave()
 with Trainer(load_config(None, overrides), run_dir=RUN_DIR, callbacks=[clock]) as trainer:
@@ -86,6 +89,7 @@ with Trainer(load_config(None, overrides), run_dir=RUN_DIR, callbacks=[clock]) a
 tokens = BATCH * SIZES["max_seq_len"]
 RESULT["ours"] = tokens / statistics.median(clock.ours[WARMUP:])
 RESULT["plain"] = tokens / statistics.median(clock.plain[WARMUP:])
+RESULT["precision"] = trainer.runtime.precision
 """
 
 
@@ -103,20 +107,24 @@ def shards(tmp_path_factory) -> str:
     return str(prepare_data(data, root, show_progress=False).shard_dir)
 
 
-def _measure(shards: str, run_dir: str, threads: int | None) -> dict:
+def _measure(shards: str, run_dir: str, threads: int | None, precision: str) -> dict:
     env = dict(os.environ)
     if threads == 1:
         env["OMP_NUM_THREADS"] = "1"
     header = (
         f"SHARDS = {shards!r}\nRUN_DIR = {run_dir!r}\nSTEPS = {STEPS}\nWARMUP = {WARMUP}\n"
         f"SIZES = {SIZES!r}\nBATCH = {BATCH}\nLR = {LR}\nSEED = {SEED}\n"
+        f"PRECISION = {precision!r}\n"
     )
     return run_fresh(header + _CODE, env=env)
 
 
-@pytest.mark.parametrize("threads", [None, 1])
-def test_training_loop_throughput_vs_plain_pytorch_loop(benchmark, shards, tmp_path, threads):
-    rates = benchmark.pedantic(_measure, args=(shards, str(tmp_path / "run"), threads), rounds=1)
+@pytest.mark.parametrize(("threads", "precision"), [(None, "auto"), (1, "auto"), (None, "fp32")])
+def test_training_loop_throughput_vs_plain_pytorch_loop(
+    benchmark, shards, tmp_path, threads, precision
+):
+    args = (shards, str(tmp_path / "run"), threads, precision)
+    rates = benchmark.pedantic(_measure, args=args, rounds=1)
     report(
         benchmark,
         rates["ours"],
@@ -124,6 +132,7 @@ def test_training_loop_throughput_vs_plain_pytorch_loop(benchmark, shards, tmp_p
         {"plain PyTorch loop": rates["plain"]},
         target=">= 1.0",
         threads=1 if threads == 1 else os.cpu_count(),
+        precision=f"{precision} ({rates['precision']}); the plain loop fp32",
         steps=STEPS,
         warmup_steps=WARMUP,
     )
