@@ -251,26 +251,6 @@ def test_kv_cache_incremental_logits_equal_full_forward_with_left_padding():
         model(padded, kv_cache=model.new_kv_cache(2, capacity=10))
 
 
-def test_decode_step_equals_the_full_forward_with_left_padding():
-    # The decoding loop's one-token step against a whole-sequence forward (the independent
-    # reference), in a batch where one sequence is left-padded.
-    model = tiny().double().eval()
-    ids = torch.randint(0, 97, (2, 16))
-    padded = ids.clone()
-    padded[0, :3] = 0
-    cache = model.new_kv_cache(2, start=torch.tensor([3, 0]))
-    with torch.no_grad():
-        steps = [model.hidden(padded[:, :8], kv_cache=cache)]
-        steps += [model.decode_step(padded[:, t], cache)[:, None] for t in range(8, 16)]
-        incremental = torch.cat(steps, dim=1)
-        torch.testing.assert_close(incremental[0, 3:], model.hidden(ids[:1, 3:])[0])
-        torch.testing.assert_close(incremental[1], model.hidden(ids[1:])[0])
-        with pytest.raises(ValueError, match=r"tokens must have shape \(2,\)"):
-            model.decode_step(padded[:, :2], cache)
-        with pytest.raises(ValueError, match="vocab_size"):
-            model.decode_step(torch.tensor([5, 97]), cache)
-
-
 def test_configure_optimizers_decays_matrices_and_embeddings_only():
     model = tiny()
     optimizer = model.configure_optimizers(weight_decay=0.1, lr=1e-3, betas=(0.9, 0.95))

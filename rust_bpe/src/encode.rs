@@ -146,12 +146,7 @@ impl<'p, 'a> Joiner<'p, 'a> {
         for (part, part_ids) in (first..).zip(ids) {
             let text = text_of[part];
             let from = completed.buffers.len();
-            let cut = if self.missing.is_empty() {
-                None
-            } else {
-                self.missing.get_mut(&text)
-            };
-            let Some(count) = cut else {
+            let Some(count) = self.missing.get_mut(&text) else {
                 completed.buffers.push(part_ids);
                 completed.texts.push((text, from..from + 1));
                 continue;

@@ -71,7 +71,8 @@ class _Decoder:
             seq.append(token)
         if self.cache.length == self.cache.capacity:
             return self.prefill(remaining_steps)
-        return self.logits(self.model.decode_step(tokens, self.cache))
+        hidden = self.model.hidden(tokens[:, None], kv_cache=self.cache)
+        return self.logits(hidden[:, -1])
 
 
 def iter_generate(

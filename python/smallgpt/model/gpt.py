@@ -91,12 +91,12 @@ class CausalSelfAttention(nn.Module):
 
     def decode_one(self, x: Tensor, kv: LayerKV) -> Tensor:
         """`forward(x, kv)` in eval mode for one new token per sequence, x (B, 1, C): the same
-        products in fewer tensor operations (no dropout, one copy per cached key and value)."""
+        products in fewer tensor operations (no dropout; q, k and v (B, H, 1, D) are views of
+        one product, with no split, transpose or copy)."""
         B, _, C = x.shape
         H = self.num_heads
-        qkv = self.c_attn(x).view(B, 3, H, C // H)
-        y = kv.attend_one(qkv[:, 0, :, None], qkv[:, 1], qkv[:, 2])
-        return self.c_proj(y.reshape(B, 1, C))
+        q, k, v = self.c_attn(x).view(B, 3, H, 1, C // H).unbind(1)
+        return self.c_proj(kv.attend(q, k, v).reshape(B, 1, C))
 
 
 class MLP(nn.Module):
@@ -370,33 +370,15 @@ class SmallGPT(nn.Module):
                 )
             positions = kv_cache.begin(T)
         x = self.transformer.drop(self.transformer.wte(input_ids) + self.transformer.wpe(positions))
+        # A decoding step (one new token, eval mode) takes the blocks' leaner path: a step is a
+        # few dozen small operations, each of which counts (25M on CPU: ~1.1x the tokens/s).
+        one_new = kv_cache is not None and T == 1 and not self.training
         for index, block in enumerate(self.transformer.h):
-            x = block(x, None if kv_cache is None else kv_cache.layer(index))
+            kv = None if kv_cache is None else kv_cache.layer(index)
+            x = block.decode_one(x, kv) if one_new else block(x, kv)
         if kv_cache is not None:
             kv_cache.advance(T)
         return self.transformer.ln_f(x)
-
-    def decode_step(self, tokens: Tensor, kv_cache: KVCache) -> Tensor:
-        """Final-LayerNorm hidden states (B, embed_dim) of one new token per sequence, tokens (B,),
-        appended to `kv_cache`: what `hidden(tokens[:, None], kv_cache=kv_cache)[:, 0]` gives in
-        eval mode, in fewer tensor operations (the decoding loop's step: about 1.2x the tokens/s
-        at 25M on CPU, where one token's step is a few dozen small operations). Dropout is
-        skipped, as in eval mode. Raises ValueError for a bad shape or ids outside the
-        vocabulary (checked on CPU).
-        """
-        if tokens.dim() != 1 or tokens.size(0) != kv_cache.start.size(0):
-            raise ValueError(
-                f"tokens must have shape ({kv_cache.start.size(0)},) (one per sequence of the "
-                f"KV cache), got {tuple(tokens.shape)}"
-            )
-        ids = tokens[:, None]
-        self._check_input_ids(ids)
-        positions = kv_cache.begin(1)
-        x = self.transformer.wte(ids) + self.transformer.wpe(positions)
-        for index, block in enumerate(self.transformer.h):
-            x = block.decode_one(x, kv_cache.layer(index))
-        kv_cache.advance(1)
-        return self.transformer.ln_f(x[:, 0])
 
     def logits(self, hidden: Tensor) -> Tensor:
         """Logits over the real vocabulary (..., vocab_size) from hidden states (..., embed_dim)."""

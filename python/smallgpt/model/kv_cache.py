@@ -24,16 +24,6 @@ class LayerKV:
         self.v[:, :, self.past : end] = v
         return self.k[:, :, :end], self.v[:, :, :end]
 
-    def attend_one(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        """`attend` for one new token per sequence, its query (B, H, 1, D) and its key and value
-        (B, H, D) stored at the next slot with one copy each."""
-        self.k[:, :, self.past] = k
-        self.v[:, :, self.past] = v
-        end = self.past + 1
-        return F.scaled_dot_product_attention(
-            q, self.k[:, :, :end], self.v[:, :, :end], attn_mask=self.attn_mask
-        )
-
     def attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         """Attention output (B, H, T, D) of the new queries over the past and new keys/values,
         which are stored (see `update`)."""
