@@ -435,6 +435,42 @@ def test_a_prompt_that_fails_its_prefill_fails_alone(run):
     assert sorted(scheduler.free) == [0, 1, 2, 3]
 
 
+def test_an_unexpected_failure_in_a_step_fails_its_batch_and_the_loop_serves_on(run):
+    # Not only the errors a step expects (out of memory, a bad prompt): a dead loop thread
+    # would leave every client waiting until its timeout.
+    model, tokenizer, _ = load_for_inference(run, device="cpu")
+    scheduler = Scheduler(model, eos_token_id=None, max_batch=2)
+    forward, calls = scheduler._forward, []
+
+    def fails_once(runs):
+        calls.append(len(runs))
+        if len(calls) == 1:
+            raise KeyError("a bug")
+        return forward(runs)
+
+    scheduler._forward = fails_once
+    prompt = _encode_prompt(tokenizer, PROMPTS[0])
+    finished: dict[str, list[str]] = {"first": [], "second": []}
+    outputs: list[int] = []
+
+    def submit(name, on_token):
+        done = threading.Event()
+        scheduler.submit([Sequence(prompt, SamplingParams(max_tokens=4, temperature=0),
+                                   on_token, lambda r: (finished[name].append(r), done.set()))])
+        return done
+
+    scheduler.start()
+    try:
+        assert submit("first", lambda t: None).wait(timeout=30)
+        assert submit("second", outputs.append).wait(timeout=30)
+    finally:
+        scheduler.stop()
+    assert finished["first"] == ["error: KeyError: 'a bug'"]
+    assert finished["second"] == ["length"]
+    assert outputs == generate(model, [prompt], 4, temperature=0)[0]
+    assert sorted(scheduler.free) == [0, 1]
+
+
 def test_the_decoding_thread_runs_on_the_thread_count_asked(run, capsys):
     model, _, _ = load_for_inference(run, device="cpu")
     main_threads = torch.get_num_threads()

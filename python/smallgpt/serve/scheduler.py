@@ -11,6 +11,7 @@ mates.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -22,6 +23,8 @@ from torch import Tensor
 
 from smallgpt.generate.sampling import sample_next_token
 from smallgpt.model.gpt import SmallGPT
+
+_log = logging.getLogger(__name__)
 
 
 class QueueFull(RuntimeError):
@@ -221,9 +224,13 @@ class Scheduler:
                     return
             try:
                 self.step()
-            except (RuntimeError, ValueError) as error:  # e.g. out of memory: fail the batch, serve on
+            except Exception as error:  # noqa: BLE001 - whatever failed (out of memory, a bug),
+                # the running sequences end with it and the loop serves on: a dead loop thread
+                # would leave every client waiting until its timeout.
+                _log.exception("a decoding step failed; its %d sequences end", len(self.running))
                 for run in self.running:
-                    self._retire(run, f"error: {error}")
+                    if run.slot not in self.free:  # not retired before the failure
+                        self._retire(run, f"error: {type(error).__name__}: {error}")
                 self.running = []
 
     def step(self) -> None:
@@ -257,12 +264,12 @@ class Scheduler:
         slots = sorted(self.free)[: len(admitted)]
         try:
             groups = [(admitted, slots, self._prefill([s.prompt_ids for s in admitted], slots))]
-        except (RuntimeError, ValueError):  # prompt by prompt, so a bad one fails alone
+        except Exception:  # noqa: BLE001 - prompt by prompt, so a bad one fails alone
             groups = []
             for seq, slot in zip(admitted, slots):
                 try:
                     groups.append(([seq], [slot], self._prefill([seq.prompt_ids], [slot])))
-                except (RuntimeError, ValueError) as error:
+                except Exception as error:  # noqa: BLE001 - reported to its client
                     self.pool.lengths[slot] = 0  # a free slot decodes its dummy token at 0
                     seq.on_finish(f"error: {error}")
         for seqs, group_slots, logits in groups:
