@@ -243,13 +243,14 @@ struct Scratch {
     heap: BinaryHeap<Reverse<u64>>,
 }
 
-/// A piece of a batch waiting for its ids: its byte range and, for a piece of 2 to
-/// `PACKED_MAX` bytes, its packed key (0 for the others).
+/// A piece of a batch waiting for its ids: its byte range and, for a piece of at most
+/// `PACKED_MAX` bytes, its packed key and that key's table hash (0 for the others).
 #[derive(Clone, Copy)]
 struct Pending {
     start: usize,
     end: usize,
     key: u128,
+    hash: u64,
 }
 
 /// Pieces are looked up this many at a time, their table slots prefetched as they are found.
@@ -278,6 +279,8 @@ const KEPT_STATES: usize = 16;
 /// states stay bounded.
 const MERGED_PIECES_MAX: usize = 1 << 19;
 const LONG_MAX: usize = 1 << 22;
+/// Encoding reserves room for one new piece per this many bytes of text.
+const NEW_PIECE_BYTES: usize = 256;
 
 impl EncodeState {
     fn new(pieces: PieceTable) -> EncodeState {
@@ -331,18 +334,20 @@ impl Encoder {
                 }
             }
         }
+        let mut byte_ids = [0u32; 256];
+        for (b, slot) in byte_ids.iter_mut().enumerate() {
+            *slot = token_ids.get(&[b as u8][..]).copied().unwrap_or(b as u32);
+        }
+        // Single bytes too, so that every piece of up to PACKED_MAX bytes takes the same path.
         let short: Vec<(u128, u32)> = token_ids
             .iter()
             .filter(|(bytes, _)| bytes.len() > 1)
             .filter_map(|(bytes, &id)| pack(bytes).map(|key| (key, id)))
+            .chain((0..=255u8).map(|b| (pack(&[b]).expect("one byte"), byte_ids[b as usize])))
             .collect();
         let mut token_pieces = PieceTable::with_room(short.len());
         for (key, id) in short {
             token_pieces.insert(key, &[id]);
-        }
-        let mut byte_ids = [0u32; 256];
-        for (b, slot) in byte_ids.iter_mut().enumerate() {
-            *slot = token_ids.get(&[b as u8][..]).copied().unwrap_or(b as u32);
         }
         let mut byte_pairs = vec![NO_RANK; 1 << 16].into_boxed_slice();
         for (pair, slot) in byte_pairs.iter_mut().enumerate() {
@@ -400,7 +405,7 @@ impl Encoder {
 
     /// Encodes `text` with special token strings treated as plain text.
     pub fn encode_ordinary(&self, text: &str) -> Vec<u32> {
-        let mut out = Vec::with_capacity(text.len() / 4 + 1);
+        let mut out = Vec::with_capacity(id_room(text.len()));
         self.with_state(|state| self.encode_ordinary_into(text, &mut out, state));
         out
     }
@@ -431,17 +436,22 @@ impl Encoder {
     /// Appends the ids of `text` (special token strings as plain text) to `out`.
     fn encode_ordinary_into<T: Id>(&self, text: &str, out: &mut Vec<T>, state: &mut EncodeState) {
         let bytes = text.as_bytes();
+        // Room for the new pieces a long text brings: 10 MB of unseen English at a 32k
+        // vocabulary brought ~44k.
+        state
+            .pieces
+            .reserve((text.len() / NEW_PIECE_BYTES).min(MERGED_PIECES_MAX));
         state.batch.clear();
         for_each_span(self.pattern, text, |start, end| {
-            let key = if end - start > 1 {
-                pack_at(bytes, start, end).unwrap_or(0)
-            } else {
-                0
-            };
-            if key != 0 {
-                state.pieces.prefetch(key);
-            }
-            state.batch.push(Pending { start, end, key });
+            let key = pack_at(bytes, start, end).unwrap_or(0);
+            let hash = PieceTable::hash(key);
+            state.pieces.prefetch(hash);
+            state.batch.push(Pending {
+                start,
+                end,
+                key,
+                hash,
+            });
             if state.batch.len() == BATCH {
                 self.encode_batch_of_pieces(bytes, out, state);
             }
@@ -467,10 +477,15 @@ impl Encoder {
             scratch,
         } = state;
         let extend = |out: &mut Vec<T>, ids: &[u32]| out.extend(ids.iter().map(|&i| T::from_id(i)));
-        for &Pending { start, end, key } in batch.iter() {
-            let piece = &text[start..end];
+        for &Pending {
+            start,
+            end,
+            key,
+            hash,
+        } in batch.iter()
+        {
             if key != 0 {
-                if let Some(ids) = pieces.get(key) {
+                if let Some(ids) = pieces.get_hashed(hash, key) {
                     if let [id] = ids {
                         out.push(T::from_id(*id));
                     } else {
@@ -478,13 +493,14 @@ impl Encoder {
                     }
                 } else {
                     merged.clear();
-                    self.merge_short(piece, merged, scratch);
+                    self.merge_short(&text[start..end], merged, scratch);
                     extend(out, merged);
                     pieces.insert(key, merged);
                 }
-            } else if piece.len() == 1 {
-                out.push(T::from_id(self.byte_ids[piece[0] as usize]));
-            } else if let Some(&(from, to)) = long.get(piece) {
+                continue;
+            }
+            let piece = &text[start..end];
+            if let Some(&(from, to)) = long.get(piece) {
                 extend(out, &long_ids[from..to]);
             } else {
                 let from = long_ids.len();
@@ -516,7 +532,7 @@ impl Encoder {
         allowed: &[u32],
         state: &mut EncodeState,
     ) -> Vec<u32> {
-        let mut out = Vec::with_capacity(text.len() / 4 + 1);
+        let mut out = Vec::with_capacity(id_room(text.len()));
         self.encode_with_specials_into(text, allowed, &mut out, state);
         out
     }
@@ -581,7 +597,7 @@ impl Encoder {
             .map(|&(_, run)| {
                 self.with_state(|state| {
                     let ids = |chunk: &&str| {
-                        let mut out = Vec::with_capacity(chunk.len() / 4 + 1);
+                        let mut out = Vec::with_capacity(id_room(chunk.len()));
                         self.encode_ordinary_into(chunk, &mut out, state);
                         out
                     };
@@ -752,7 +768,7 @@ impl Encoder {
         }
         if chunks.len() <= 1 {
             // Written straight into the result.
-            let mut out = Vec::with_capacity(text.len() / 4 + 1);
+            let mut out = Vec::with_capacity(id_room(text.len()));
             self.with_state(|state| self.encode_ordinary_into(text, &mut out, state));
             return out;
         }
@@ -903,6 +919,14 @@ impl Encoder {
         }
         Ok(out)
     }
+}
+
+/// Room for the ids of a text of `bytes` bytes, reserved up front: at least as many as texts
+/// have at 2 bytes a token (English at a 32k vocabulary has ~4), so that the ids are hardly
+/// ever moved while they grow. Reserved pages that no id reaches are never touched, so they
+/// cost address space, not memory.
+fn id_room(bytes: usize) -> usize {
+    bytes / 2 + 16
 }
 
 /// Byte strings up to this long are packed into one integer key.

@@ -53,34 +53,46 @@ impl PieceTable {
         self.arena.len()
     }
 
+    /// The hash of `key` that places it: its top bits are its first slot.
     #[inline(always)]
-    fn slot(&self, key: u128) -> usize {
+    pub(crate) fn hash(key: u128) -> u64 {
         let (low, high) = (key as u64, (key >> 64) as u64);
-        let mixed = (low ^ high.rotate_left(23).wrapping_mul(0xC2B2_AE3D_27D4_EB4F))
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        (mixed >> self.shift) as usize
+        (low ^ high.rotate_left(23).wrapping_mul(0xC2B2_AE3D_27D4_EB4F))
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
     }
 
-    /// Asks the CPU to start loading `key`'s first slot, so that a later `get` finds it in cache.
     #[inline(always)]
-    pub(crate) fn prefetch(&self, key: u128) {
+    fn slot(&self, hash: u64) -> usize {
+        (hash >> self.shift) as usize
+    }
+
+    /// Asks the CPU to start loading the first slot of the key hashed to `hash`, so that a
+    /// later `get_hashed` finds it in cache.
+    #[inline(always)]
+    pub(crate) fn prefetch(&self, hash: u64) {
         #[cfg(target_arch = "x86_64")]
         {
-            let entry: *const Entry = &self.entries[self.slot(key)];
+            let entry: *const Entry = &self.entries[self.slot(hash)];
             // SAFETY: a prefetch is a hint with no effect on memory; the address is a live entry.
             unsafe {
                 std::arch::x86_64::_mm_prefetch(entry.cast::<i8>(), std::arch::x86_64::_MM_HINT_T0)
             };
         }
         #[cfg(not(target_arch = "x86_64"))]
-        let _ = key;
+        let _ = hash;
     }
 
     /// The ids of the piece packed as `key` (not 0), if the table holds it.
-    #[inline(always)]
+    #[cfg(test)]
     pub(crate) fn get(&self, key: u128) -> Option<&[u32]> {
+        self.get_hashed(Self::hash(key), key)
+    }
+
+    /// The ids of the piece packed as `key` (not 0), whose hash is `hash`, if the table holds it.
+    #[inline(always)]
+    pub(crate) fn get_hashed(&self, hash: u64, key: u128) -> Option<&[u32]> {
         let mask = self.entries.len() - 1;
-        let mut slot = self.slot(key);
+        let mut slot = self.slot(hash);
         loop {
             let entry = &self.entries[slot];
             if entry.key == key {
@@ -96,6 +108,14 @@ impl PieceTable {
                 return None;
             }
             slot = (slot + 1) & mask;
+        }
+    }
+
+    /// Grows the table at once, if need be, to hold `additional` more pieces without growing
+    /// again (growing step by step rehashes and touches every smaller table on the way).
+    pub(crate) fn reserve(&mut self, additional: usize) {
+        while 2 * (self.filled + additional) > self.entries.len() {
+            self.grow();
         }
     }
 
@@ -121,7 +141,7 @@ impl PieceTable {
 
     fn place(&mut self, entry: Entry) {
         let mask = self.entries.len() - 1;
-        let mut slot = self.slot(entry.key);
+        let mut slot = self.slot(Self::hash(entry.key));
         while self.entries[slot].key != 0 {
             slot = (slot + 1) & mask;
         }
@@ -157,7 +177,7 @@ mod tests {
         }
         assert_eq!(table.len(), 5000);
         for (key, ids) in &expected {
-            table.prefetch(*key);
+            table.prefetch(PieceTable::hash(*key));
             assert_eq!(table.get(*key), Some(&ids[..]));
         }
         for absent in ["q1", "p5000", "p1 "] {
