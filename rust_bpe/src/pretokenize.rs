@@ -294,6 +294,8 @@ const F_DIGIT: u8 = 2;
 const F_SPACE: u8 = 4;
 const F_WHITE: u8 = 8;
 const F_SLOW: u8 = 16;
+/// '\r' or '\n' (also `F_WHITE`): cl100k treats line breaks apart from other whitespace.
+const F_NEWLINE: u8 = 32;
 
 static BYTE_FLAGS: [u8; 256] = {
     let mut table = [F_SLOW; 256];
@@ -303,6 +305,7 @@ static BYTE_FLAGS: [u8; 256] = {
             Class::Letter => F_LETTER,
             Class::Number => F_DIGIT,
             Class::Space if i == b' ' as usize => F_SPACE,
+            Class::Space if i == b'\n' as usize || i == b'\r' as usize => F_WHITE | F_NEWLINE,
             Class::Space => F_WHITE,
             Class::Other if i == b'\'' as usize => F_SLOW,
             Class::Other => 0,
@@ -316,13 +319,14 @@ static BYTE_FLAGS: [u8; 256] = {
 const BLOCK: usize = 64;
 
 /// Masks of the `BLOCK` bytes at `at` (bit j for byte `at + j`): letters, digits, ' ', other
-/// whitespace and slow bytes, as `BYTE_FLAGS` gives them.
+/// whitespace, line breaks and slow bytes, as `BYTE_FLAGS` gives them.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct BlockMasks {
     letter: u64,
     digit: u64,
     space: u64,
     white: u64,
+    newline: u64,
     slow: u64,
 }
 
@@ -343,6 +347,7 @@ fn block_masks_by_table(b: &[u8], at: usize) -> BlockMasks {
         m.digit |= bit(F_DIGIT);
         m.space |= bit(F_SPACE);
         m.white |= bit(F_WHITE);
+        m.newline |= bit(F_NEWLINE);
         m.slow |= bit(F_SLOW);
     }
     m
@@ -374,6 +379,10 @@ fn block_masks(b: &[u8], at: usize) -> BlockMasks {
             m.digit |= bits(within(x, b'0', b'9')) << shift;
             m.space |= bits(_mm_cmpeq_epi8(x, splat(b' '))) << shift;
             m.white |= bits(within(x, 0x09, 0x0d)) << shift;
+            m.newline |= bits(_mm_or_si128(
+                _mm_cmpeq_epi8(x, splat(b'\n')),
+                _mm_cmpeq_epi8(x, splat(b'\r')),
+            )) << shift;
             m.slow |= bits(_mm_or_si128(x, _mm_cmpeq_epi8(x, splat(b'\'')))) << shift;
         }
     }
@@ -456,6 +465,109 @@ fn gpt2_spans(b: &[u8], mut f: impl FnMut(usize, usize)) {
     }
 }
 
+/// Bit j set where a cl100k piece starts at `at + j`, for the first `n` bytes of a block whose
+/// masks are `m`, plain ASCII without an apostrophe, when a piece starts at `at` (bit 0). `after`
+/// holds the flags of the byte at `at + n` if that byte is plain too. Only the starts that these
+/// bytes settle are set; the caller goes on from the last one.
+///
+/// Within plain ASCII (L letters, D digits, P other non-space, S whitespace, NL '\r' '\n'),
+/// cl100k's pieces are: a letter run led by at most one P or non-NL S character; digit runs cut
+/// every 3 digits; a P run (led by a ' ') with the NL run right after it; and whitespace runs,
+/// cut after their last NL and before their last character when it is not an NL (that character
+/// then leads the next piece, or stands alone). A P leads the letters after it only when it
+/// starts its own piece: it is a run of one P, not led by a ' '. Since a piece starts at `at`,
+/// nothing before `at` matters: the bytes before it cannot join what follows.
+#[inline(always)]
+fn cl100k_block_starts(m: &BlockMasks, n: u32, after: Option<u8>) -> u64 {
+    let valid = u64::MAX >> (64 - n);
+    let (letter, digit) = (m.letter & valid, m.digit & valid);
+    let (space, newline) = (m.space & valid, m.newline & valid);
+    let white = (m.space | m.white) & valid;
+    let punct = valid & !(letter | digit | white);
+    let quiet = white & !newline;
+    // Flags of the byte after the last one, at bit n - 1.
+    let last = 1u64 << (n - 1);
+    let after_has = |flag: u8| after.map_or(0, |f| if f & flag != 0 { last } else { 0 });
+
+    let letter_start = letter & !(letter << 1);
+    let next_letter_start = letter_start >> 1 | (after_has(F_LETTER) & !letter);
+    let leads_letters =
+        next_letter_start & (quiet | (punct & !(punct << 1) & !(space << 1)));
+    // Line breaks right after a P run belong to its piece.
+    let absorbed = (newline.wrapping_add(newline & punct << 1) ^ newline) & newline;
+    let runs = white & !absorbed;
+    let next_not_white = !(white >> 1) & !after_has(F_SPACE | F_WHITE);
+    let quiet_end = quiet & next_not_white;
+    // The quiet characters after a run's last NL: those whose quiet stretch reaches its end.
+    let (q, e) = (quiet.reverse_bits(), quiet_end.reverse_bits());
+    let final_quiet = ((q.wrapping_add(e) ^ q) & q).reverse_bits();
+
+    let mut digit_starts = 0u64;
+    let mut rest = digit;
+    while rest != 0 {
+        let first = rest.trailing_zeros();
+        let len = (!(rest >> first)).trailing_zeros();
+        for k in (0..len).step_by(3) {
+            digit_starts |= 1 << (first + k);
+        }
+        rest &= !((u64::MAX >> (64 - len)) << first);
+    }
+
+    let mut starts = (letter_start & !(leads_letters << 1))
+        | (punct & !(punct << 1) & !(space << 1))
+        | digit_starts
+        | (runs & !(runs << 1))
+        | (final_quiet & !(final_quiet << 1))
+        | quiet_end;
+    // A whitespace run reaching the last byte may go on: its inside is left to the next call.
+    let goes_on = after.is_none_or(|f| f & (F_SPACE | F_WHITE) != 0);
+    if goes_on && white & last != 0 {
+        let run = (white << (64 - n)).leading_ones();
+        starts &= u64::MAX >> (63 - (n - run));
+    }
+    starts & valid
+}
+
+/// cl100k's pieces of `b`: plain ASCII through `cl100k_block_starts`, a block at a time from
+/// the last piece start, the rest (and pieces longer than a block) through the scanner.
+#[inline(always)]
+fn cl100k_spans(b: &[u8], mut f: impl FnMut(usize, usize)) {
+    let mut start = 0;
+    // The scanner goes on until `start` reaches this (past a stretch of slow bytes).
+    let mut scan_until = 0;
+    while start < b.len() {
+        if start >= scan_until && start + BLOCK < b.len() {
+            let at = start;
+            let m = block_masks(b, at);
+            let n = m.slow.trailing_zeros().min(BLOCK as u32);
+            if n >= 8 {
+                let after = if n == BLOCK as u32 {
+                    Some(BYTE_FLAGS[b[at + BLOCK] as usize]).filter(|f| f & F_SLOW == 0)
+                } else {
+                    None
+                };
+                let mut bits = cl100k_block_starts(&m, n, after) & !1;
+                if bits != 0 {
+                    while bits != 0 {
+                        let end = at + bits.trailing_zeros() as usize;
+                        f(start, end);
+                        start = end;
+                        bits &= bits - 1;
+                    }
+                    continue;
+                }
+            } else {
+                // Past the slow stretch (and the 3 bytes a contraction may take after it).
+                let slow_run = (!(m.slow >> n)).trailing_zeros();
+                scan_until = at + (n + slow_run) as usize + 3;
+            }
+        }
+        let end = cl100k_piece_end(b, start);
+        f(start, end);
+        start = end;
+    }
+}
+
 /// Calls `f` for each pre-token piece of `text`, in order; the pieces concatenate to `text`.
 #[inline]
 pub fn for_each_piece<'a>(pattern: Pattern, text: &'a str, mut f: impl FnMut(&'a str)) {
@@ -468,16 +580,9 @@ pub fn for_each_piece<'a>(pattern: Pattern, text: &'a str, mut f: impl FnMut(&'a
 pub fn for_each_span(pattern: Pattern, text: &str, mut f: impl FnMut(usize, usize)) {
     let b = text.as_bytes();
     // One loop per pattern, each calling its scanner directly so that it is inlined.
-    let mut start = 0;
     match pattern {
         Pattern::Gpt2 => gpt2_spans(b, f),
-        Pattern::Cl100k => {
-            while start < b.len() {
-                let end = cl100k_piece_end(b, start);
-                f(start, end);
-                start = end;
-            }
-        }
+        Pattern::Cl100k => cl100k_spans(b, f),
         Pattern::Whole => {
             if !b.is_empty() {
                 f(0, b.len());
@@ -732,6 +837,52 @@ mod tests {
                 assert_eq!(
                     pieces(Pattern::Gpt2, &text),
                     gpt2_scanned(&text),
+                    "{text:?}"
+                );
+            }
+        }
+    }
+
+    /// cl100k's pieces from the scanner alone, piece after piece.
+    fn cl100k_scanned(text: &str) -> Vec<&str> {
+        let (b, mut start, mut out) = (text.as_bytes(), 0, Vec::new());
+        while start < b.len() {
+            let end = cl100k_piece_end(b, start);
+            out.push(&text[start..end]);
+            start = end;
+        }
+        out
+    }
+
+    #[test]
+    fn cl100k_blocks_split_as_the_scanner_does() {
+        // Every rule of the block path at every place in a block: letters led by punctuation
+        // or whitespace, punctuation runs with line breaks after them, digit runs of every
+        // length, whitespace runs with and without line breaks, before contractions and
+        // non-ASCII characters (which end the plain stretch a block reads).
+        let alphabet = "aaaeetnZ    \n\n\r\t\u{b}\u{1c}0000129..,;!-()'sStTdDlLrReEvVmMé中😀\u{a0}\u{85}٣";
+        let text = random_text(alphabet, 0x2545_F491_4F6C_DD1D, 80_000);
+        let plain = random_text("abcdefgh   \n\n\r\t01234567.,;()!", 11, 80_000);
+        let runs = random_text("ab  \n\n\t.1", 5, 80_000);
+        let texts = [text.as_str(), plain.as_str(), runs.as_str(), &SHAKESPEARE[..100_000], MIXED];
+        for text in texts {
+            for offset in 0..4 {
+                let Some(text) = text.get(offset..) else {
+                    continue;
+                };
+                assert_eq!(
+                    pieces(Pattern::Cl100k, text),
+                    cl100k_scanned(text),
+                    "offset {offset}"
+                );
+            }
+        }
+        for ending in ["  ", "\n\n", " \n ", " x", ".\n", "'s", "123456", "ab\n ", "a\u{a0}", " é", ".é"] {
+            for len in 50..140 {
+                let text = format!("{}{ending}", &"ab cd\t\t  ef 1234.\n\n(x) ".repeat(10)[..len]);
+                assert_eq!(
+                    pieces(Pattern::Cl100k, &text),
+                    cl100k_scanned(&text),
                     "{text:?}"
                 );
             }
