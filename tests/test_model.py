@@ -251,6 +251,39 @@ def test_kv_cache_incremental_logits_equal_full_forward_with_left_padding():
         model(padded, kv_cache=model.new_kv_cache(2, capacity=10))
 
 
+def test_fp32_decoding_steps_on_cpu_give_the_full_forward_logits():
+    # Decoding steps in fp32 under inference mode take oneDNN's linear where it works; every
+    # step's logits must stay those of the full forward, up to the rounding of their sums.
+    model = tiny(embed_dim=64).eval()
+    ids = torch.randint(0, 97, (3, 24), generator=torch.Generator().manual_seed(1))
+    cache = model.new_kv_cache(3)
+    with torch.inference_mode():
+        steps = [model(ids[:, :8], kv_cache=cache)]
+        steps += [model(ids[:, t : t + 1], kv_cache=cache) for t in range(8, 24)]
+        incremental, full = torch.cat(steps, dim=1), model(ids)
+    scale = full.abs().amax()
+    assert ((incremental - full).abs() <= 1e-5 * scale).all()
+
+
+def test_decoding_products_use_onednn_only_without_autograd_in_fp32_on_cpu():
+    from smallgpt.model import onednn
+
+    layer = torch.nn.Linear(64, 48)
+    x = torch.randn(3, 1, 64)
+    assert onednn.decoding_linear(x) is onednn.call_layer  # autograd on: F.linear's gradient
+    with torch.inference_mode():
+        assert onednn.decoding_linear(x.double()) is onednn.call_layer
+        chosen = onednn.decoding_linear(x)
+        if torch.backends.mkldnn.is_available():
+            assert onednn.onednn_linear_works()
+            assert chosen is onednn.onednn_linear
+        got, expected = chosen(layer, x), F.linear(x, layer.weight, layer.bias)
+        product = onednn.onednn_product(x, layer.weight)
+    bound = 1e-5 * (x.abs() @ layer.weight.abs().t() + layer.bias.abs())
+    assert ((got - expected).abs() <= bound).all()
+    assert ((product - F.linear(x, layer.weight)).abs() <= bound).all()
+
+
 def test_configure_optimizers_decays_matrices_and_embeddings_only():
     model = tiny()
     optimizer = model.configure_optimizers(weight_decay=0.1, lr=1e-3, betas=(0.9, 0.95))

@@ -19,6 +19,13 @@ from smallgpt.model.config import (
     check_kernel_support,
 )
 from smallgpt.model.kv_cache import KVCache, LayerKV
+from smallgpt.model.onednn import (
+    LinearCall,
+    call_layer,
+    decoding_linear,
+    onednn_linear_works,
+    onednn_product,
+)
 from smallgpt.optim.optimizers import build_optimizer
 
 
@@ -89,14 +96,14 @@ class CausalSelfAttention(nn.Module):
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
-    def decode_one(self, x: Tensor, kv: LayerKV) -> Tensor:
+    def decode_one(self, x: Tensor, kv: LayerKV, linear: LinearCall = call_layer) -> Tensor:
         """`forward(x, kv)` in eval mode for one new token per sequence, x (B, 1, C): the same
-        products in fewer tensor operations (no dropout; q, k and v (B, H, 1, D) are views of
-        one product, with no split, transpose or copy)."""
+        products (each `linear(layer, x)`) in fewer tensor operations (no dropout; q, k and v
+        (B, H, 1, D) are views of one product, with no split, transpose or copy)."""
         B, _, C = x.shape
         H = self.num_heads
-        q, k, v = self.c_attn(x).view(B, 3, H, 1, C // H).unbind(1)
-        return self.c_proj(kv.attend(q, k, v).reshape(B, 1, C))
+        q, k, v = linear(self.c_attn, x).view(B, 3, H, 1, C // H).unbind(1)
+        return linear(self.c_proj, kv.attend(q, k, v).reshape(B, 1, C))
 
 
 class MLP(nn.Module):
@@ -123,12 +130,12 @@ class Block(nn.Module):
         x = x + self.attn(self.ln_1(x), kv)
         return x + self.mlp(self.ln_2(x))
 
-    def decode_one(self, x: Tensor, kv: LayerKV) -> Tensor:
+    def decode_one(self, x: Tensor, kv: LayerKV, linear: LinearCall = call_layer) -> Tensor:
         """`forward(x, kv)` in eval mode for one new token per sequence (see
         `CausalSelfAttention.decode_one`)."""
-        x = x + self.attn.decode_one(self.ln_1(x), kv)
+        x = x + self.attn.decode_one(self.ln_1(x), kv, linear)
         mlp = self.mlp
-        return x + mlp.c_proj(mlp.gelu(mlp.c_fc(self.ln_2(x))))
+        return x + linear(mlp.c_proj, mlp.gelu(linear(mlp.c_fc, self.ln_2(x))))
 
 
 def ignore_padding(targets: Tensor, pad_token_id: int | None) -> Tensor:
@@ -373,9 +380,10 @@ class SmallGPT(nn.Module):
         # A decoding step (one new token, eval mode) takes the blocks' leaner path: a step is a
         # few dozen small operations, each of which counts (25M on CPU: ~1.1x the tokens/s).
         one_new = kv_cache is not None and T == 1 and not self.training
+        linear = decoding_linear(x) if one_new else call_layer
         for index, block in enumerate(self.transformer.h):
             kv = None if kv_cache is None else kv_cache.layer(index)
-            x = block.decode_one(x, kv) if one_new else block(x, kv)
+            x = block.decode_one(x, kv, linear) if one_new else block(x, kv)
         if kv_cache is not None:
             kv_cache.advance(T)
         return self.transformer.ln_f(x)
@@ -388,15 +396,20 @@ class SmallGPT(nn.Module):
 
     def decoding_logits(self) -> Callable[[Tensor], Tensor]:
         """`logits` for many decoding steps over unchanging weights (call it again after they
-        change). On CPU the output layer's real rows are copied once, transposed: a product
-        with few rows reads an (embed_dim, vocab_size) matrix about 3x faster than the
-        (vocab_size, embed_dim) one `logits` reads (25M model, one token: 2.3 -> 0.8 ms). The
-        copy holds vocab_size x embed_dim more weights while it lives; elsewhere (CUDA, an
-        inference head) this is `logits`."""
+        change), with autograd off. On CPU the product with few rows takes the faster of two
+        paths: for fp32, oneDNN's linear on the output layer itself (`smallgpt.model.onednn`;
+        25M model, one token on a Zen 4: 1.4 -> 0.26 ms); otherwise a copy of its real rows,
+        transposed, as BLAS reads an (embed_dim, vocab_size) matrix about 3x faster than the
+        (vocab_size, embed_dim) one `logits` reads (2.3 -> 0.8 ms), at the cost of holding
+        vocab_size x embed_dim more weights while it lives. Elsewhere (CUDA, an inference
+        head) this is `logits`."""
         if not isinstance(self.lm_head, nn.Linear) or self.lm_head.weight.device.type != "cpu":
             return self.logits
+        rows = self.lm_head.weight[: self.config.vocab_size]
+        if rows.dtype == torch.float32 and onednn_linear_works():
+            return lambda hidden: onednn_product(hidden, rows)
         with torch.no_grad():
-            columns = self.lm_head.weight[: self.config.vocab_size].t().contiguous()
+            columns = rows.t().contiguous()
         return lambda hidden: hidden @ columns
 
     def forward(
