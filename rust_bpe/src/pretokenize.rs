@@ -328,6 +328,26 @@ struct BlockMasks {
     white: u64,
     newline: u64,
     slow: u64,
+    /// The bytes of the three-byte punctuation marks U+2010..U+2027 (dashes, quotation marks,
+    /// daggers, bullets, the ellipsis; `is_wide_punctuation`) that lie whole in the block: GPT-2
+    /// treats them as it treats ASCII punctuation, and English text is full of them.
+    wide_punct: u64,
+}
+
+/// Whether `bytes` starts with one of U+2010..U+2027 in UTF-8 (E2 80 90..A7): dashes,
+/// quotation marks, daggers, bullets, leaders and the ellipsis, all punctuation (no letter,
+/// number or whitespace among them; U+2028 and U+2029, which are whitespace, lie just past).
+#[inline(always)]
+fn is_wide_punctuation(bytes: &[u8]) -> bool {
+    matches!(bytes, [0xE2, 0x80, 0x90..=0xA7, ..])
+}
+
+/// The bytes of whole `is_wide_punctuation` marks, from the masks of their three bytes: bit j of
+/// `lead` for E2 at j, of `second` for 80, of `last` for 90..A7.
+#[inline(always)]
+fn wide_punct_bytes(lead: u64, second: u64, last: u64) -> u64 {
+    let starts = lead & second >> 1 & last >> 2;
+    starts | starts << 1 | starts << 2
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -340,6 +360,7 @@ fn block_masks(b: &[u8], at: usize) -> BlockMasks {
 #[inline(always)]
 fn block_masks_by_table(b: &[u8], at: usize) -> BlockMasks {
     let mut m = BlockMasks::default();
+    let (mut lead, mut second, mut last) = (0, 0, 0);
     for (j, &byte) in b[at..at + BLOCK].iter().enumerate() {
         let flags = BYTE_FLAGS[byte as usize];
         let bit = |flag: u8| u64::from(flags & flag != 0) << j;
@@ -349,7 +370,11 @@ fn block_masks_by_table(b: &[u8], at: usize) -> BlockMasks {
         m.white |= bit(F_WHITE);
         m.newline |= bit(F_NEWLINE);
         m.slow |= bit(F_SLOW);
+        lead |= u64::from(byte == 0xE2) << j;
+        second |= u64::from(byte == 0x80) << j;
+        last |= u64::from((0x90..=0xA7).contains(&byte)) << j;
     }
+    m.wide_punct = wide_punct_bytes(lead, second, last);
     m
 }
 
@@ -360,6 +385,7 @@ fn block_masks(b: &[u8], at: usize) -> BlockMasks {
     use std::arch::x86_64::*;
     let block = &b[at..at + BLOCK];
     let mut m = BlockMasks::default();
+    let (mut lead, mut second, mut last) = (0, 0, 0);
     // SAFETY: SSE2 is part of x86-64, so these instructions exist on every CPU this runs on;
     // each load reads the 16 bytes of one chunk, with no alignment needed.
     unsafe {
@@ -384,8 +410,12 @@ fn block_masks(b: &[u8], at: usize) -> BlockMasks {
                 _mm_cmpeq_epi8(x, splat(b'\r')),
             )) << shift;
             m.slow |= bits(_mm_or_si128(x, _mm_cmpeq_epi8(x, splat(b'\'')))) << shift;
+            lead |= bits(_mm_cmpeq_epi8(x, splat(0xE2))) << shift;
+            second |= bits(_mm_cmpeq_epi8(x, splat(0x80))) << shift;
+            last |= bits(within(x, 0x90, 0xA7)) << shift;
         }
     }
+    m.wide_punct = wide_punct_bytes(lead, second, last);
     m
 }
 
@@ -434,11 +464,16 @@ fn gpt2_spans(b: &[u8], mut f: impl FnMut(usize, usize)) {
     while start < b.len() {
         if start >= scan_until && at + BLOCK < b.len() {
             let m = block_masks(b, at);
-            let edges = b[at.saturating_sub(3)..at]
-                .iter()
-                .chain([&b[at + BLOCK]])
-                .any(|&x| BYTE_FLAGS[x as usize] & F_SLOW != 0);
-            if m.slow == 0 && !edges {
+            // Wide punctuation is plain here: GPT-2 splits it as ASCII punctuation (it has no
+            // contraction, and the flags of one of its bytes read as punctuation's).
+            let slow = m.slow & !m.wide_punct;
+            let plain = |bytes: &[u8]| {
+                is_wide_punctuation(bytes)
+                    || bytes.iter().all(|&x| BYTE_FLAGS[x as usize] & F_SLOW == 0)
+            };
+            let edges = !plain(&b[at.saturating_sub(3)..at])
+                || !(plain(&b[at + BLOCK..at + BLOCK + 1]) || is_wide_punctuation(&b[at + BLOCK..]));
+            if slow == 0 && !edges {
                 let mut bits = gpt2_block_boundaries(b, at, &m);
                 while bits != 0 {
                     let end = at + bits.trailing_zeros() as usize;
@@ -452,8 +487,8 @@ fn gpt2_spans(b: &[u8], mut f: impl FnMut(usize, usize)) {
                 continue;
             }
             // Blocks resume past the last slow byte (and the 3 bytes a contraction may take).
-            scan_until = if m.slow != 0 {
-                at + 64 - m.slow.leading_zeros() as usize + 3
+            scan_until = if slow != 0 {
+                at + 64 - slow.leading_zeros() as usize + 3
             } else {
                 at + BLOCK + 5
             };
@@ -807,14 +842,24 @@ mod tests {
     #[test]
     fn gpt2_blocks_split_as_the_scanner_does() {
         // Long plain ASCII stretches (blocks), broken by contractions, non-ASCII characters and
-        // whitespace runs of every kind, in every position relative to a block's edges.
+        // whitespace runs of every kind, in every position relative to a block's edges; wide
+        // punctuation (plain in blocks) beside the characters of E2 80 xx just outside it (U+200F
+        // and U+2028, whitespace) and its own bytes apart.
         let alphabet =
             "aaaaaeeettnnZ  \n\n\t\r\u{b}\u{1c}0129..,;!-_()'sStTdDlLrReEvVmMé中😀\u{a0}\u{85}";
         let text = random_text(alphabet, 0x2545_F491_4F6C_DD1D, 60_000);
         let plain_heavy = random_text("abcdefgh   \n\t012.,;()", 7, 60_000);
+        let wide = random_text(
+            "aaaaeettnn   \n\n\t01.,'s“”’‘—\u{2010}\u{2027}\u{2028}\u{200f}\u{2030}\u{a0}é",
+            13,
+            60_000,
+        );
+        let cut_marks = "ab “cd” e—f’s \u{2028}".repeat(3000);
         let texts = [
             text.as_str(),
             plain_heavy.as_str(),
+            wide.as_str(),
+            cut_marks.as_str(),
             &SHAKESPEARE[..100_000],
             MIXED,
         ];
@@ -831,7 +876,7 @@ mod tests {
                 );
             }
         }
-        for ending in ["  ", "\n\n", " x", "'s", "ab\n ", "a\u{a0}"] {
+        for ending in ["  ", "\n\n", " x", "'s", "ab\n ", "a\u{a0}", "“a", " —", "\u{2028}a", "’s"] {
             for len in 60..140 {
                 let text = format!("{}{ending}", &"ab cd\t\t  ef 12".repeat(10)[..len]);
                 assert_eq!(
