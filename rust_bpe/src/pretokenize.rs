@@ -472,7 +472,8 @@ fn gpt2_spans(b: &[u8], mut f: impl FnMut(usize, usize)) {
                     || bytes.iter().all(|&x| BYTE_FLAGS[x as usize] & F_SLOW == 0)
             };
             let edges = !plain(&b[at.saturating_sub(3)..at])
-                || !(plain(&b[at + BLOCK..at + BLOCK + 1]) || is_wide_punctuation(&b[at + BLOCK..]));
+                || !(plain(&b[at + BLOCK..at + BLOCK + 1])
+                    || is_wide_punctuation(&b[at + BLOCK..]));
             if slow == 0 && !edges {
                 let mut bits = gpt2_block_boundaries(b, at, &m);
                 while bits != 0 {
@@ -526,8 +527,7 @@ fn cl100k_block_starts(m: &BlockMasks, n: u32, after: Option<u8>) -> u64 {
 
     let letter_start = letter & !(letter << 1);
     let next_letter_start = letter_start >> 1 | (after_has(F_LETTER) & !letter);
-    let leads_letters =
-        next_letter_start & (quiet | (punct & !(punct << 1) & !(space << 1)));
+    let leads_letters = next_letter_start & (quiet | (punct & !(punct << 1) & !(space << 1)));
     // Line breaks right after a P run belong to its piece.
     let absorbed = (newline.wrapping_add(newline & punct << 1) ^ newline) & newline;
     let runs = white & !absorbed;
@@ -876,7 +876,18 @@ mod tests {
                 );
             }
         }
-        for ending in ["  ", "\n\n", " x", "'s", "ab\n ", "a\u{a0}", "“a", " —", "\u{2028}a", "’s"] {
+        for ending in [
+            "  ",
+            "\n\n",
+            " x",
+            "'s",
+            "ab\n ",
+            "a\u{a0}",
+            "“a",
+            " —",
+            "\u{2028}a",
+            "’s",
+        ] {
             for len in 60..140 {
                 let text = format!("{}{ending}", &"ab cd\t\t  ef 12".repeat(10)[..len]);
                 assert_eq!(
@@ -905,11 +916,18 @@ mod tests {
         // or whitespace, punctuation runs with line breaks after them, digit runs of every
         // length, whitespace runs with and without line breaks, before contractions and
         // non-ASCII characters (which end the plain stretch a block reads).
-        let alphabet = "aaaeetnZ    \n\n\r\t\u{b}\u{1c}0000129..,;!-()'sStTdDlLrReEvVmMé中😀\u{a0}\u{85}٣";
+        let alphabet =
+            "aaaeetnZ    \n\n\r\t\u{b}\u{1c}0000129..,;!-()'sStTdDlLrReEvVmMé中😀\u{a0}\u{85}٣";
         let text = random_text(alphabet, 0x2545_F491_4F6C_DD1D, 80_000);
         let plain = random_text("abcdefgh   \n\n\r\t01234567.,;()!", 11, 80_000);
         let runs = random_text("ab  \n\n\t.1", 5, 80_000);
-        let texts = [text.as_str(), plain.as_str(), runs.as_str(), &SHAKESPEARE[..100_000], MIXED];
+        let texts = [
+            text.as_str(),
+            plain.as_str(),
+            runs.as_str(),
+            &SHAKESPEARE[..100_000],
+            MIXED,
+        ];
         for text in texts {
             for offset in 0..4 {
                 let Some(text) = text.get(offset..) else {
@@ -922,9 +940,14 @@ mod tests {
                 );
             }
         }
-        for ending in ["  ", "\n\n", " \n ", " x", ".\n", "'s", "123456", "ab\n ", "a\u{a0}", " é", ".é"] {
+        for ending in [
+            "  ", "\n\n", " \n ", " x", ".\n", "'s", "123456", "ab\n ", "a\u{a0}", " é", ".é",
+        ] {
             for len in 50..140 {
-                let text = format!("{}{ending}", &"ab cd\t\t  ef 1234.\n\n(x) ".repeat(10)[..len]);
+                let text = format!(
+                    "{}{ending}",
+                    &"ab cd\t\t  ef 1234.\n\n(x) ".repeat(10)[..len]
+                );
                 assert_eq!(
                     pieces(Pattern::Cl100k, &text),
                     cl100k_scanned(&text),
