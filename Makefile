@@ -63,6 +63,7 @@ kernel-report:
 lint: $(PY)
 	$(PY) -m pip install --quiet ruff pytest
 	$(VENV)/bin/ruff check python tests benches
+	$(VENV)/bin/ruff format --check python tests benches
 	$(PY) -m pytest -q -p no:cacheprovider tests/test_layout.py  # imports only go down the pipeline
 	cargo fmt --check
 	cargo clippy --quiet -p rust_bpe --all-targets -- -D warnings

@@ -55,11 +55,18 @@ def checkpoint(tmp_path_factory):
     text = (PACKAGE_DIR / "assets" / "tinyshakespeare.txt").read_text(encoding="utf-8")
     tokenizer = Tokenizer.train([text[:200_000]], vocab_size=1000)
     torch.manual_seed(0)
-    config = ModelConfig(vocab_size=tokenizer.vocab_size, embed_dim=256, num_heads=4,
-                         num_layers=4, max_seq_len=256, dropout=0.0)
+    config = ModelConfig(
+        vocab_size=tokenizer.vocab_size,
+        embed_dim=256,
+        num_heads=4,
+        num_layers=4,
+        max_seq_len=256,
+        dropout=0.0,
+    )
     path = tmp_path_factory.mktemp("serve") / "checkpoint"
-    return save_checkpoint(SmallGPT.from_config(config), None, None, 0, None, path,
-                           tokenizer=tokenizer)
+    return save_checkpoint(
+        SmallGPT.from_config(config), None, None, 0, None, path, tokenizer=tokenizer
+    )
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +75,21 @@ def server(checkpoint):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     process = subprocess.Popen(
-        [sys.executable, "-m", "smallgpt.serve", "--checkpoint", str(checkpoint), "--port",
-         str(port), "--device", "cpu", "--max-batch", str(CLIENTS), "--threads", str(THREADS)],
+        [
+            sys.executable,
+            "-m",
+            "smallgpt.serve",
+            "--checkpoint",
+            str(checkpoint),
+            "--port",
+            str(port),
+            "--device",
+            "cpu",
+            "--max-batch",
+            str(CLIENTS),
+            "--threads",
+            str(THREADS),
+        ],
         env={**os.environ, "OMP_NUM_THREADS": str(THREADS)},
     )
     url = f"http://127.0.0.1:{port}"
@@ -87,8 +107,15 @@ def server(checkpoint):
 
 
 def requests() -> list[dict]:
-    return [{"prompt": PROMPTS[i % len(PROMPTS)], "max_tokens": NEW_TOKENS, "temperature": 0.8,
-             "seed": i} for i in range(CLIENTS)]
+    return [
+        {
+            "prompt": PROMPTS[i % len(PROMPTS)],
+            "max_tokens": NEW_TOKENS,
+            "temperature": 0.8,
+            "seed": i,
+        }
+        for i in range(CLIENTS)
+    ]
 
 
 async def _timed_post(http, body: dict) -> tuple[int, float]:
@@ -128,8 +155,9 @@ def timed_rounds(url: str) -> list[tuple[float, list[float]]]:
         async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as http:
             await _round(http, True)
             await _round(http, False)
-            return [await _round(http, together) for _ in range(ROUNDS)
-                    for together in (True, False)]
+            return [
+                await _round(http, together) for _ in range(ROUNDS) for together in (True, False)
+            ]
 
     return asyncio.run(main())
 
@@ -147,12 +175,20 @@ def test_concurrent_clients_vs_one_at_a_time(benchmark, server):
     # pytest-benchmark's own columns: one more concurrent round, with a fresh client
     benchmark.pedantic(run_clients, args=(server, True), rounds=1)
     report(
-        benchmark, statistics.median(together_rates), "tok/s",
-        {"one at a time": statistics.median(alone_rates)}, target=">= 4",
-        clients=CLIENTS, new_tokens=NEW_TOKENS, threads=THREADS, rounds=ROUNDS,
-        rates=together_rates, one_at_a_time_rates=alone_rates,
+        benchmark,
+        statistics.median(together_rates),
+        "tok/s",
+        {"one at a time": statistics.median(alone_rates)},
+        target=">= 4",
+        clients=CLIENTS,
+        new_tokens=NEW_TOKENS,
+        threads=THREADS,
+        rounds=ROUNDS,
+        rates=together_rates,
+        one_at_a_time_rates=alone_rates,
         median_round_ratio=statistics.median(a / b for a, b in zip(together_rates, alone_rates)),
-        p50_s=percentile(together_latencies, 50), p99_s=percentile(together_latencies, 99),
+        p50_s=percentile(together_latencies, 50),
+        p99_s=percentile(together_latencies, 99),
         one_at_a_time_p50_s=percentile(alone_latencies, 50),
         one_at_a_time_p99_s=percentile(alone_latencies, 99),
     )
@@ -171,8 +207,9 @@ def test_one_request_vs_generate_in_process(benchmark, server, checkpoint):
 
     def in_process() -> tuple[float, list[int]]:
         start = time.perf_counter()
-        (ids,) = generate(model, prompt, NEW_TOKENS, temperature=0.8, seed=0,
-                          eos_token_id=tokenizer.eos_token_id)
+        (ids,) = generate(
+            model, prompt, NEW_TOKENS, temperature=0.8, seed=0, eos_token_id=tokenizer.eos_token_id
+        )
         return len(ids) / (time.perf_counter() - start), ids
 
     server_rates, generate_rates = [], []
@@ -191,9 +228,16 @@ def test_one_request_vs_generate_in_process(benchmark, server, checkpoint):
             benchmark.pedantic(one_request, args=(http,), rounds=1)
     finally:
         torch.set_num_threads(threads)
-    report(benchmark, statistics.median(server_rates), "tok/s",
-           {"generate in process": statistics.median(generate_rates)}, target=">= 0.9",
-           new_tokens=NEW_TOKENS, threads=THREADS, rounds=SINGLE_ROUNDS, rates=server_rates,
-           generate_rates=generate_rates,
-           median_round_ratio=statistics.median(
-               a / b for a, b in zip(server_rates, generate_rates)))
+    report(
+        benchmark,
+        statistics.median(server_rates),
+        "tok/s",
+        {"generate in process": statistics.median(generate_rates)},
+        target=">= 0.9",
+        new_tokens=NEW_TOKENS,
+        threads=THREADS,
+        rounds=SINGLE_ROUNDS,
+        rates=server_rates,
+        generate_rates=generate_rates,
+        median_round_ratio=statistics.median(a / b for a, b in zip(server_rates, generate_rates)),
+    )

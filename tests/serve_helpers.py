@@ -20,8 +20,13 @@ CONTEXT = 64
 def train_tiny_run(root: Path) -> Path:
     """A run directory of a few CPU steps of a 2-layer model with a 64-token context."""
     with single_thread():
-        run_tiny(make_shards(root), root / "run", f"model.max_seq_len={CONTEXT}",
-                 f"data.seq_len={CONTEXT}", "train.max_steps=6")
+        run_tiny(
+            make_shards(root),
+            root / "run",
+            f"model.max_seq_len={CONTEXT}",
+            f"data.seq_len={CONTEXT}",
+            "train.max_steps=6",
+        )
     return root / "run"
 
 
@@ -36,10 +41,22 @@ def running_server(run: Path, *args: str, env: dict | None = None) -> Iterator[s
     """Start the server, wait (at most 60 s) until /health answers; yields its base URL."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "smallgpt.serve", "--checkpoint", str(run), "--port", str(port),
-         "--device", "cpu", *args],
+        [
+            sys.executable,
+            "-m",
+            "smallgpt.serve",
+            "--checkpoint",
+            str(run),
+            "--port",
+            str(port),
+            "--device",
+            "cpu",
+            *args,
+        ],
         env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:

@@ -75,7 +75,13 @@ def test_dtype_option_prints_what_generate_text_gives_on_the_converted_model(
     capsys, checkpoint, model, tokenizer, dtype
 ):
     code, out, err = run_cli(
-        capsys, "--checkpoint", checkpoint, "--prompt", "ROMEO:", "--dtype", dtype,
+        capsys,
+        "--checkpoint",
+        checkpoint,
+        "--prompt",
+        "ROMEO:",
+        "--dtype",
+        dtype,
         *sampling_args(5),
     )
     assert code == 0, err

@@ -31,8 +31,20 @@ LEVELS: list[set[str]] = [
 ]
 # The old flat modules, kept one release as aliases of their new homes (they sit on top).
 ALIASES = {
-    "distributed", "generate_cli", "health", "hf", "inference", "logger", "metrics", "oom",
-    "plot", "prepare", "profiling", "runtime", "schedule", "tokenizer_cli",
+    "distributed",
+    "generate_cli",
+    "health",
+    "hf",
+    "inference",
+    "logger",
+    "metrics",
+    "oom",
+    "plot",
+    "prepare",
+    "profiling",
+    "runtime",
+    "schedule",
+    "tokenizer_cli",
 }
 LEVEL = {stage: level for level, stages in enumerate(LEVELS) for stage in stages}
 LEVEL.update(dict.fromkeys(ALIASES, len(LEVELS)))
@@ -49,11 +61,15 @@ def smallgpt_imports(path: Path) -> list[tuple[int, str]]:
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             found += [(node.lineno, a.name) for a in node.names if a.name.startswith("smallgpt")]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("smallgpt"):
+        elif (
+            isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("smallgpt")
+        ):
             for alias in node.names:
                 # `from smallgpt import kernels` imports a module; `from smallgpt.x import y` x
                 candidate = f"{node.module}.{alias.name}"
-                is_module = (PACKAGE.parent / candidate.replace(".", "/")).with_suffix(".py").exists() or (
+                is_module = (PACKAGE.parent / candidate.replace(".", "/")).with_suffix(
+                    ".py"
+                ).exists() or (
                     PACKAGE.parent / candidate.replace(".", "/") / "__init__.py"
                 ).exists()
                 found.append((node.lineno, candidate if is_module else node.module))
@@ -69,7 +85,9 @@ MODULES = sorted(PACKAGE.rglob("*.py"))
 
 
 def test_every_stage_is_placed_on_a_level():
-    stages = {p.stem for p in PACKAGE.glob("*.py")} | {p.parent.name for p in PACKAGE.glob("*/__init__.py")}
+    stages = {p.stem for p in PACKAGE.glob("*.py")} | {
+        p.parent.name for p in PACKAGE.glob("*/__init__.py")
+    }
     stages.discard("__init__")
     assert stages <= set(LEVEL), sorted(stages - set(LEVEL))
 
@@ -99,7 +117,9 @@ def test_no_imported_module_runs_as_main():
     # classes); only `__main__.py` files and the demo, which nothing imports, are run.
     imported = {t for p in MODULES for _, t in smallgpt_imports(p)}
     for path in MODULES:
-        if path.name != "__main__.py" and '__name__ == "__main__"' in path.read_text(encoding="utf-8"):
+        if path.name != "__main__.py" and '__name__ == "__main__"' in path.read_text(
+            encoding="utf-8"
+        ):
             assert module_name(path) not in imported, f"{path} runs as __main__ and is imported"
 
 
@@ -114,7 +134,9 @@ def test_the_import_graph_has_no_cycle():
         state[module] = 1
         for target in sorted(graph[module]):
             if state.get(target) == 1:
-                cycle = trail[trail.index(target) :] + [target] if target in trail else [module, target]
+                cycle = (
+                    trail[trail.index(target) :] + [target] if target in trail else [module, target]
+                )
                 pytest.fail("import cycle: " + " -> ".join(cycle))
             if state.get(target) is None:
                 visit(target, [*trail, target])

@@ -26,8 +26,20 @@ from smallgpt.serve.cli import _parser, main
 from smallgpt.serve.scheduler import SamplingParams, Scheduler, Sequence
 from smallgpt.serve.server import _Choice, _events, _Inbox, create_app
 
-PROMPTS = ["ROMEO:", "First Citizen:\nWe", "KING", "O, ", "", "What say you", "Thou art",
-           "My lord,", "JULIET:\n", "To be", "The ", "Go"]
+PROMPTS = [
+    "ROMEO:",
+    "First Citizen:\nWe",
+    "KING",
+    "O, ",
+    "",
+    "What say you",
+    "Thou art",
+    "My lord,",
+    "JULIET:\n",
+    "To be",
+    "The ",
+    "Go",
+]
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +65,9 @@ def test_models_and_health(client, server):
 
 
 def test_completion_counts_its_tokens_and_stops_at_length(client, run):
-    answer = client.completions.create(model="smallgpt", prompt="ROMEO:", max_tokens=12,
-                                       temperature=0.8, seed=3)
+    answer = client.completions.create(
+        model="smallgpt", prompt="ROMEO:", max_tokens=12, temperature=0.8, seed=3
+    )
     (choice,) = answer.choices
     _, tokenizer, _ = load_for_inference(run, device="cpu")
     prompt_ids = tokenizer.encode("ROMEO:")
@@ -68,35 +81,98 @@ def test_completion_counts_its_tokens_and_stops_at_length(client, run):
 
 
 def test_seeded_request_alone_equals_generate_command(client, run):
-    args = ["--prompt", "ROMEO:", "--max-new-tokens", "20", "--temperature", "0.9",
-            "--top-k", "40", "--top-p", "0.95", "--seed", "11", "--num-samples", "2"]
+    args = [
+        "--prompt",
+        "ROMEO:",
+        "--max-new-tokens",
+        "20",
+        "--temperature",
+        "0.9",
+        "--top-k",
+        "40",
+        "--top-p",
+        "0.95",
+        "--seed",
+        "11",
+        "--num-samples",
+        "2",
+    ]
     done = subprocess.run(
-        [sys.executable, "-m", "smallgpt.generate", "--checkpoint", str(run), "--device", "cpu",
-         *args], capture_output=True, text=True, timeout=60, check=True,
+        [
+            sys.executable,
+            "-m",
+            "smallgpt.generate",
+            "--checkpoint",
+            str(run),
+            "--device",
+            "cpu",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
-    samples = [s.split("\n", 1)[1].removeprefix("ROMEO:").removesuffix("\n")
-               for s in done.stdout.split("--- prompt 1, sample ")[1:]]
-    answer = client.completions.create(model="smallgpt", prompt="ROMEO:", max_tokens=20,
-                                       temperature=0.9, top_p=0.95, seed=11, n=2,
-                                       extra_body={"top_k": 40})
+    samples = [
+        s.split("\n", 1)[1].removeprefix("ROMEO:").removesuffix("\n")
+        for s in done.stdout.split("--- prompt 1, sample ")[1:]
+    ]
+    answer = client.completions.create(
+        model="smallgpt",
+        prompt="ROMEO:",
+        max_tokens=20,
+        temperature=0.9,
+        top_p=0.95,
+        seed=11,
+        n=2,
+        extra_body={"top_k": 40},
+    )
     assert [c.text for c in answer.choices] == samples
-    again = client.completions.create(model="smallgpt", prompt="ROMEO:", max_tokens=20,
-                                      temperature=0.9, top_p=0.95, seed=11, n=2,
-                                      extra_body={"top_k": 40})
+    again = client.completions.create(
+        model="smallgpt",
+        prompt="ROMEO:",
+        max_tokens=20,
+        temperature=0.9,
+        top_p=0.95,
+        seed=11,
+        n=2,
+        extra_body={"top_k": 40},
+    )
     assert [c.text for c in again.choices] == samples
 
 
 def test_int8_server_answers_what_the_int8_generate_command_prints(run):
     done = subprocess.run(
-        [sys.executable, "-m", "smallgpt.generate", "--checkpoint", str(run), "--device", "cpu",
-         "--dtype", "int8", "--prompt", "ROMEO:", "--max-new-tokens", "12", "--temperature", "0"],
-        capture_output=True, text=True, timeout=60, check=True,
+        [
+            sys.executable,
+            "-m",
+            "smallgpt.generate",
+            "--checkpoint",
+            str(run),
+            "--device",
+            "cpu",
+            "--dtype",
+            "int8",
+            "--prompt",
+            "ROMEO:",
+            "--max-new-tokens",
+            "12",
+            "--temperature",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert "(int8)" in done.stderr
     with running_server(run, "--dtype", "int8") as url:
-        answer = httpx.post(f"{url}/v1/completions", timeout=30,
-                            json={"prompt": "ROMEO:", "max_tokens": 12, "temperature": 0}).json()
+        answer = httpx.post(
+            f"{url}/v1/completions",
+            timeout=30,
+            json={"prompt": "ROMEO:", "max_tokens": 12, "temperature": 0},
+        ).json()
     assert answer["choices"][0]["text"] == done.stdout.removeprefix("ROMEO:").removesuffix("\n")
 
 
@@ -107,8 +183,13 @@ def test_unknown_dtype_is_refused_naming_the_choices(capsys):
 
 
 def test_stream_joins_to_the_plain_answer(client):
-    options = {"model": "smallgpt", "prompt": "KING", "max_tokens": 25, "temperature": 0.7,
-               "seed": 5}
+    options = {
+        "model": "smallgpt",
+        "prompt": "KING",
+        "max_tokens": 25,
+        "temperature": 0.7,
+        "seed": 5,
+    }
     plain = client.completions.create(**options).choices[0]
     chunks = list(client.completions.create(**options, stream=True))
     assert "".join(c.choices[0].text for c in chunks if c.choices) == plain.text
@@ -116,8 +197,12 @@ def test_stream_joins_to_the_plain_answer(client):
 
 
 def test_stream_ends_with_done(server):
-    with httpx.stream("POST", f"{server}/v1/completions", timeout=30,
-                      json={"prompt": "O, ", "max_tokens": 5, "stream": True}) as response:
+    with httpx.stream(
+        "POST",
+        f"{server}/v1/completions",
+        timeout=30,
+        json={"prompt": "O, ", "max_tokens": 5, "stream": True},
+    ) as response:
         lines = [line for line in response.iter_lines() if line]
     assert response.headers["content-type"].startswith("text/event-stream")
     assert lines[-1] == "data: [DONE]"
@@ -126,19 +211,27 @@ def test_stream_ends_with_done(server):
 
 def test_list_prompt_and_n_give_one_choice_each_in_order(client):
     prompts = ["ROMEO:", "KING"]
-    answer = client.completions.create(model="smallgpt", prompt=prompts, max_tokens=8, n=3,
-                                       temperature=1.0, seed=2)
+    answer = client.completions.create(
+        model="smallgpt", prompt=prompts, max_tokens=8, n=3, temperature=1.0, seed=2
+    )
     assert [c.index for c in answer.choices] == list(range(6))
     for p, prompt in enumerate(prompts):
-        alone = client.completions.create(model="smallgpt", prompt=prompt, max_tokens=8, n=3,
-                                          temperature=1.0, seed=2)
+        alone = client.completions.create(
+            model="smallgpt", prompt=prompt, max_tokens=8, n=3, temperature=1.0, seed=2
+        )
         assert [c.text for c in answer.choices[3 * p : 3 * p + 3]] == [
-            c.text for c in alone.choices]
+            c.text for c in alone.choices
+        ]
 
 
 def test_stop_string_cuts_the_text(client):
-    options = {"model": "smallgpt", "prompt": "ROMEO:", "max_tokens": 30, "temperature": 1.0,
-               "seed": 1}
+    options = {
+        "model": "smallgpt",
+        "prompt": "ROMEO:",
+        "max_tokens": 30,
+        "temperature": 1.0,
+        "seed": 1,
+    }
     full = client.completions.create(**options).choices[0].text
     assert len(full) >= 8, f"seed 1 gave too short a continuation to cut: {full!r}"
     stop = full[5:7]
@@ -177,8 +270,12 @@ BAD = [
 
 @pytest.mark.parametrize("body,param", BAD, ids=[f"{i}-{p}" for i, (_, p) in enumerate(BAD)])
 def test_bad_input_gets_an_openai_error_naming_the_field(server, body, param):
-    response = httpx.post(f"{server}/v1/completions", content=body, timeout=30,
-                          headers={"Content-Type": "application/json"})
+    response = httpx.post(
+        f"{server}/v1/completions",
+        content=body,
+        timeout=30,
+        headers={"Content-Type": "application/json"},
+    )
     assert response.status_code == 400, response.text
     error = response.json()["error"]
     assert error["param"] == param and error["type"] == "invalid_request_error"
@@ -206,20 +303,34 @@ def test_a_bad_request_does_not_disturb_its_batch(server, client):
 
     first, bad, second = asyncio.run(together())
     assert bad.status_code == 400
-    alone = client.completions.create(model="smallgpt", prompt="ROMEO:", max_tokens=15,
-                                      temperature=0.8, seed=4).choices[0].text
+    alone = (
+        client.completions.create(
+            model="smallgpt", prompt="ROMEO:", max_tokens=15, temperature=0.8, seed=4
+        )
+        .choices[0]
+        .text
+    )
     assert first.json()["choices"][0]["text"] == second.json()["choices"][0]["text"] == alone
 
 
 def test_32_concurrent_clients_all_get_complete_answers(server, client):
-    requests = [{"prompt": PROMPTS[i % len(PROMPTS)], "max_tokens": 20 + i % 5,
-                 "temperature": 0.8, "seed": i} for i in range(32)]
+    requests = [
+        {
+            "prompt": PROMPTS[i % len(PROMPTS)],
+            "max_tokens": 20 + i % 5,
+            "temperature": 0.8,
+            "seed": i,
+        }
+        for i in range(32)
+    ]
     alone = [client.completions.create(model="smallgpt", **r) for r in requests[:6]]
 
     async def all_at_once():
         async with httpx.AsyncClient(base_url=server, timeout=60) as http:
-            return await asyncio.wait_for(asyncio.gather(
-                *(http.post("/v1/completions", json=r) for r in requests)), timeout=120)
+            return await asyncio.wait_for(
+                asyncio.gather(*(http.post("/v1/completions", json=r) for r in requests)),
+                timeout=120,
+            )
 
     answers = [r.json() for r in asyncio.run(all_at_once())]
     for request, answer in zip(requests, answers):
@@ -241,8 +352,10 @@ def test_api_key_guards_everything_but_health(run):
         assert wrong.status_code == 401
         with openai.OpenAI(base_url=f"{url}/v1", api_key="s3cret", timeout=30) as c:
             assert c.completions.create(model="smallgpt", prompt="a", max_tokens=2).choices
-        with (openai.OpenAI(base_url=f"{url}/v1", api_key="wrong", timeout=30) as c,
-              pytest.raises(openai.AuthenticationError)):
+        with (
+            openai.OpenAI(base_url=f"{url}/v1", api_key="wrong", timeout=30) as c,
+            pytest.raises(openai.AuthenticationError),
+        ):
             c.models.list()
 
 
@@ -272,7 +385,8 @@ def test_full_queue_answers_503_with_retry_after(run):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
             waiting = asyncio.create_task(
-                http.post("/v1/completions", json={"prompt": "a", "max_tokens": 2}))
+                http.post("/v1/completions", json={"prompt": "a", "max_tokens": 2})
+            )
             for _ in range(200):
                 if app.state.scheduler.load()["waiting"]:
                     break
@@ -316,8 +430,7 @@ def test_scheduler_batches_match_generate_and_cancel_stops_a_sequence(run):
     assert reasons == {**dict.fromkeys(range(5), "length"), 5: "cancelled"}
     assert len(outputs[5]) == 3
     for i in range(5):
-        (expected,) = generate(model, [prompts[i]], 10 + i, temperature=0.9, top_k=30,
-                               seed=100 + i)
+        (expected,) = generate(model, [prompts[i]], 10 + i, temperature=0.9, top_k=30, seed=100 + i)
         assert outputs[i] == expected
     assert scheduler.free and sorted(scheduler.free) == [0, 1, 2]
 
@@ -327,8 +440,13 @@ def test_missing_extra_names_smallgpt_serve(run):
         "import sys; sys.modules['uvicorn'] = None; sys.modules['starlette'] = None\n"
         "from smallgpt.serve.cli import main; sys.exit(main(['--checkpoint', sys.argv[1]]))"
     )
-    done = subprocess.run([sys.executable, "-c", code, str(run)], capture_output=True,
-                          text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(run)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 1 and "smallgpt[serve]" in done.stderr, done.stderr
     model, tokenizer, _ = load_for_inference(run, device="cpu")
     blocked = {name: None for name in ("starlette", "starlette.applications")}
@@ -369,15 +487,20 @@ def test_prompts_admitted_together_are_prefilled_as_if_alone(run):
         for row, (prompt, slot) in enumerate(zip(prompts, slots)):
             ids = torch.tensor([prompt])
             alone = model.logits(model.hidden(ids)[:, -1])  # no cache: the plain forward pass
-            torch.testing.assert_close(logits[row : row + 1], alone, rtol=0,
-                                       atol=1e-5 * float(alone.abs().max()))
+            torch.testing.assert_close(
+                logits[row : row + 1], alone, rtol=0, atol=1e-5 * float(alone.abs().max())
+            )
             cache = model.new_kv_cache(1, len(prompt))
             model.hidden(ids, kv_cache=cache)
             n = len(prompt)
             assert scheduler.pool.lengths[slot] == n
             for pool, reference in ((scheduler.pool.k, cache.k), (scheduler.pool.v, cache.v)):
-                torch.testing.assert_close(pool[:, slot, :, :n], reference[:, 0], rtol=0,
-                                           atol=1e-5 * float(reference.abs().max()))
+                torch.testing.assert_close(
+                    pool[:, slot, :, :n],
+                    reference[:, 0],
+                    rtol=0,
+                    atol=1e-5 * float(reference.abs().max()),
+                )
 
 
 def test_greedy_batched_prefill_and_decoding_equal_generate_alone_in_float64(run):
@@ -396,11 +519,17 @@ def test_greedy_batched_prefill_and_decoding_equal_generate_alone_in_float64(run
     prompts = [_encode_prompt(tokenizer, p) for p in PROMPTS[:6]]
     outputs: list[list[int]] = [[] for _ in prompts]
     reasons: dict[int, str] = {}
-    scheduler.submit([
-        Sequence(p, SamplingParams(max_tokens=12, temperature=0), outputs[i].append,
-                 lambda r, i=i: reasons.__setitem__(i, r))
-        for i, p in enumerate(prompts)
-    ])
+    scheduler.submit(
+        [
+            Sequence(
+                p,
+                SamplingParams(max_tokens=12, temperature=0),
+                outputs[i].append,
+                lambda r, i=i: reasons.__setitem__(i, r),
+            )
+            for i, p in enumerate(prompts)
+        ]
+    )
     for _ in range(20):
         if len(reasons) == len(prompts):
             break
@@ -419,10 +548,12 @@ def test_a_prompt_that_fails_its_prefill_fails_alone(run):
     outputs: list[list[int]] = [[] for _ in prompts]
     reasons: dict[int, str] = {}
     params = [SamplingParams(max_tokens=8, temperature=0.9, seed=20 + i) for i in range(3)]
-    scheduler.submit([
-        Sequence(p, params[i], outputs[i].append, lambda r, i=i: reasons.__setitem__(i, r))
-        for i, p in enumerate(prompts)
-    ])
+    scheduler.submit(
+        [
+            Sequence(p, params[i], outputs[i].append, lambda r, i=i: reasons.__setitem__(i, r))
+            for i, p in enumerate(prompts)
+        ]
+    )
     for _ in range(20):
         if len(reasons) == len(prompts):
             break
@@ -455,8 +586,16 @@ def test_an_unexpected_failure_in_a_step_fails_its_batch_and_the_loop_serves_on(
 
     def submit(name, on_token):
         done = threading.Event()
-        scheduler.submit([Sequence(prompt, SamplingParams(max_tokens=4, temperature=0),
-                                   on_token, lambda r: (finished[name].append(r), done.set()))])
+        scheduler.submit(
+            [
+                Sequence(
+                    prompt,
+                    SamplingParams(max_tokens=4, temperature=0),
+                    on_token,
+                    lambda r: (finished[name].append(r), done.set()),
+                )
+            ]
+        )
         return done
 
     scheduler.start()
@@ -480,9 +619,16 @@ def test_the_decoding_thread_runs_on_the_thread_count_asked(run, capsys):
     scheduler = Scheduler(model, eos_token_id=None, max_batch=2, num_threads=asked)
     scheduler.start()
     try:
-        scheduler.submit([Sequence([1, 2], SamplingParams(max_tokens=3),
-                                   lambda t: seen.append(torch.get_num_threads()),
-                                   lambda r: done.set())])
+        scheduler.submit(
+            [
+                Sequence(
+                    [1, 2],
+                    SamplingParams(max_tokens=3),
+                    lambda t: seen.append(torch.get_num_threads()),
+                    lambda r: done.set(),
+                )
+            ]
+        )
         assert done.wait(timeout=30)
     finally:
         scheduler.stop()

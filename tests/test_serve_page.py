@@ -40,22 +40,32 @@ class DevTools:
         # fds above 10, so that the shell can put them on 3 and 4 without clobbering
         to_browser, self._commands = map(_high_fd, os.pipe())
         self._events, from_browser = map(_high_fd, os.pipe())
-        command = [CHROMIUM, "--headless=new", "--remote-debugging-pipe", "--no-sandbox",
-                   "--disable-gpu", "--no-first-run", "--window-size=1000,800",
-                   f"--user-data-dir={profile}", "about:blank"]
+        command = [
+            CHROMIUM,
+            "--headless=new",
+            "--remote-debugging-pipe",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--window-size=1000,800",
+            f"--user-data-dir={profile}",
+            "about:blank",
+        ]
         wiring = f"3<&{to_browser} 4>&{from_browser} {to_browser}<&- {from_browser}>&-"
         self.process = subprocess.Popen(
             ["bash", "-c", f'exec "$@" {wiring}', "chromium", *command],
             pass_fds=(to_browser, from_browser),
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         os.close(to_browser)
         os.close(from_browser)
         self._buffer, self._next_id, self.session = b"", 0, None
         targets = self.call("Target.getTargets")["targetInfos"]
         page = next(t for t in targets if t["type"] == "page")
-        self.session = self.call("Target.attachToTarget", targetId=page["targetId"],
-                                 flatten=True)["sessionId"]
+        self.session = self.call("Target.attachToTarget", targetId=page["targetId"], flatten=True)[
+            "sessionId"
+        ]
 
     def call(self, method: str, **params) -> dict:
         """Send one command and wait (at most 30 s) for its answer."""
@@ -108,7 +118,9 @@ def test_page_streams_the_answer_of_the_api(tmp_path):
         browser = DevTools(str(tmp_path / "profile"))
         try:
             browser.call("Page.navigate", url=f"{url}/")
-            browser.wait_for("document.readyState === 'complete' && !!document.getElementById('run')")
+            browser.wait_for(
+                "document.readyState === 'complete' && !!document.getElementById('run')"
+            )
             browser.evaluate(
                 "document.getElementById('prompt').value = 'ROMEO:';"
                 "document.getElementById('max_tokens').value = '30';"
@@ -124,9 +136,17 @@ def test_page_streams_the_answer_of_the_api(tmp_path):
             (tmp_path / "page.png").write_bytes(base64.b64decode(shot))
         finally:
             browser.close()
-        expected = httpx.post(f"{url}/v1/completions", timeout=30, json={
-            "prompt": "ROMEO:", "max_tokens": 30, "temperature": 0.8, "top_p": 1, "seed": 3,
-        }).json()
+        expected = httpx.post(
+            f"{url}/v1/completions",
+            timeout=30,
+            json={
+                "prompt": "ROMEO:",
+                "max_tokens": 30,
+                "temperature": 0.8,
+                "top_p": 1,
+                "seed": 3,
+            },
+        ).json()
     tokens = expected["usage"]["completion_tokens"]
     assert status.startswith(f"{tokens} tokens, ") and "tokens/s" in status, status
     assert text and text == expected["choices"][0]["text"]

@@ -72,6 +72,7 @@ class PieceCounter:
 
 def pretokenize(text: str, pattern: str) -> list[str]: ...
 def safe_cut(text: str, pattern: str) -> int: ...
+
 class TextBatch:
     """Texts held in one Rust buffer; stands for its texts in encode_texts_to_numpy/add_texts."""
 

@@ -28,8 +28,19 @@ MAX_N = 16
 MAX_STOPS = 4
 DISCONNECT_POLL_S = 0.5  # how often a request being answered looks whether its client is gone
 FIELDS = {
-    "model", "prompt", "max_tokens", "temperature", "top_p", "n", "stop", "seed", "stream",
-    "stream_options", "top_k", "min_p", "user",
+    "model",
+    "prompt",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "n",
+    "stop",
+    "seed",
+    "stream",
+    "stream_options",
+    "top_k",
+    "min_p",
+    "user",
 }
 
 
@@ -41,8 +52,12 @@ class RequestError(ValueError):
         self.param, self.status, self.code = param, status, code
 
 
-def error_body(message: str, param: str | None = None, kind: str = "invalid_request_error",
-               code: str | None = None) -> dict[str, Any]:
+def error_body(
+    message: str,
+    param: str | None = None,
+    kind: str = "invalid_request_error",
+    code: str | None = None,
+) -> dict[str, Any]:
     """OpenAI's error object."""
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
@@ -59,8 +74,9 @@ class CompletionRequest:
     include_usage: bool
 
 
-def _number(body: dict, name: str, default: float | None, lo: float, hi: float,
-            lo_open: bool = False) -> float | None:
+def _number(
+    body: dict, name: str, default: float | None, lo: float, hi: float, lo_open: bool = False
+) -> float | None:
     value = body.get(name, default)
     if value is None:
         return default
@@ -72,7 +88,9 @@ def _number(body: dict, name: str, default: float | None, lo: float, hi: float,
     return float(value)
 
 
-def _integer(body: dict, name: str, default: int | None, lo: int, hi: int | None = None) -> int | None:
+def _integer(
+    body: dict, name: str, default: int | None, lo: int, hi: int | None = None
+) -> int | None:
     value = body.get(name, default)
     if value is None:
         return default
@@ -123,7 +141,9 @@ def parse_completion(raw: bytes, model_name: str) -> CompletionRequest:
         raise RequestError("'model' must be a string", "model")
     if model != model_name:
         raise RequestError(
-            f"model '{model}' is not served here; use '{model_name}'", "model", 404,
+            f"model '{model}' is not served here; use '{model_name}'",
+            "model",
+            404,
             "model_not_found",
         )
     if "prompt" not in body:
@@ -134,8 +154,9 @@ def parse_completion(raw: bytes, model_name: str) -> CompletionRequest:
         raise RequestError(f"'stream' must be true or false, got {stream!r}", "stream")
     options = body.get("stream_options") or {}
     if not isinstance(options, dict) or set(options) - {"include_usage"}:
-        raise RequestError("'stream_options' accepts only {\"include_usage\": bool}",
-                           "stream_options")
+        raise RequestError(
+            "'stream_options' accepts only {\"include_usage\": bool}", "stream_options"
+        )
     params = SamplingParams(
         max_tokens=_integer(body, "max_tokens", 16, 1),
         temperature=_number(body, "temperature", 1.0, 0.0, math.inf),
@@ -253,14 +274,16 @@ class CompletionService:
             if len(ids) >= self.context:
                 raise RequestError(
                     f"the prompt is {len(ids)} tokens; the model's context is {self.context}",
-                    "prompt", code="context_length_exceeded",
+                    "prompt",
+                    code="context_length_exceeded",
                 )
             room = self.context - len(ids)
             if request.params.max_tokens > room:
                 raise RequestError(
                     f"'max_tokens' {request.params.max_tokens} does not fit: the prompt is "
                     f"{len(ids)} tokens of a {self.context}-token context, so at most {room}",
-                    "max_tokens", code="context_length_exceeded",
+                    "max_tokens",
+                    code="context_length_exceeded",
                 )
         return encoded
 
@@ -281,21 +304,28 @@ class CompletionService:
             for j in range(request.n):
                 seed = request.params.seed
                 # sample j uses seed + j, as `python -m smallgpt.generate` does
-                params = SamplingParams(**{**request.params.__dict__,
-                                           "seed": None if seed is None else seed + j})
+                params = SamplingParams(
+                    **{**request.params.__dict__, "seed": None if seed is None else seed + j}
+                )
                 on_token, on_finish = callbacks(p * request.n + j)
                 sequences.append(Sequence(ids, params, on_token, on_finish))
         if len(sequences) > self.scheduler.max_queue:
             raise RequestError(
                 f"the request asks for {len(sequences)} sequences (prompts x 'n'); this server "
-                f"queues at most {self.scheduler.max_queue} (--max-queue)", "n",
+                f"queues at most {self.scheduler.max_queue} (--max-queue)",
+                "n",
             )
         self.scheduler.submit(sequences)
         return sequences, inbox
 
     def chunk(self, cid: str, created: int, choices: list[dict], usage: dict | None = None):
-        body = {"id": cid, "object": "text_completion", "created": created,
-                "model": self.model_name, "choices": choices}
+        body = {
+            "id": cid,
+            "object": "text_completion",
+            "created": created,
+            "model": self.model_name,
+            "choices": choices,
+        }
         if usage is not None:
             body["usage"] = usage
         return body
@@ -308,12 +338,14 @@ def _choice(index: int, text: str, finish: str | None) -> dict[str, Any]:
 def _usage(encoded: list[list[int]], choices: list[_Choice]) -> dict[str, int]:
     prompt = sum(len(ids) for ids in encoded)
     completion = sum(c.tokens for c in choices)
-    return {"prompt_tokens": prompt, "completion_tokens": completion,
-            "total_tokens": prompt + completion}
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
 
 
-async def _events(inbox: _Inbox, choices: list[_Choice], sequences: list[Sequence],
-                  request: Any):
+async def _events(inbox: _Inbox, choices: list[_Choice], sequences: list[Sequence], request: Any):
     """Yield (index, text piece, finish reason or None) until every choice has finished;
     cancels the sequences when the client goes away."""
     pending, loop = len(choices), asyncio.get_running_loop()
@@ -364,9 +396,16 @@ class _RequireKey:
         await self.app(scope, receive, send)
 
 
-def create_app(model: SmallGPT, tokenizer: Any, *, model_name: str = "smallgpt",
-               max_batch: int = 16, max_queue: int = 64, api_key: str | None = None,
-               num_threads: int | None = None) -> Any:
+def create_app(
+    model: SmallGPT,
+    tokenizer: Any,
+    *,
+    model_name: str = "smallgpt",
+    max_batch: int = 16,
+    max_queue: int = 64,
+    api_key: str | None = None,
+    num_threads: int | None = None,
+) -> Any:
     """The ASGI app serving `model`: `/v1/completions`, `/v1/models`, `/health` and `/`.
 
     With `api_key`, every request but `/health` and the static page needs
@@ -383,14 +422,20 @@ def create_app(model: SmallGPT, tokenizer: Any, *, model_name: str = "smallgpt",
     except ImportError as error:
         raise ImportError(f"{EXTRA_HINT} ({error})") from None
 
-    scheduler = Scheduler(model, eos_token_id=tokenizer.eos_token_id, max_batch=max_batch,
-                          max_queue=max_queue, num_threads=num_threads)
+    scheduler = Scheduler(
+        model,
+        eos_token_id=tokenizer.eos_token_id,
+        max_batch=max_batch,
+        max_queue=max_queue,
+        num_threads=num_threads,
+    )
     service = CompletionService(model, tokenizer, scheduler, model_name)
     page = resources.files("smallgpt.serve").joinpath("static/index.html").read_text("utf-8")
 
     def fail(error: RequestError) -> JSONResponse:
-        return JSONResponse(error_body(str(error), error.param, code=error.code),
-                            status_code=error.status)
+        return JSONResponse(
+            error_body(str(error), error.param, code=error.code), status_code=error.status
+        )
 
     async def completions(request):
         try:
@@ -400,13 +445,18 @@ def create_app(model: SmallGPT, tokenizer: Any, *, model_name: str = "smallgpt",
         except RequestError as error:
             return fail(error)
         except QueueFull as error:
-            return JSONResponse(error_body(f"server busy: {error}; retry shortly", None,
-                                           "server_error", "queue_full"),
-                                status_code=503, headers={"Retry-After": "1"})
+            return JSONResponse(
+                error_body(
+                    f"server busy: {error}; retry shortly", None, "server_error", "queue_full"
+                ),
+                status_code=503,
+                headers={"Retry-After": "1"},
+            )
         choices = [_Choice(tokenizer, parsed.stop) for _ in sequences]
         cid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
         stream = _events(inbox, choices, sequences, request)
         if parsed.stream:
+
             async def sse():
                 try:
                     async for index, piece, finish in stream:
@@ -422,8 +472,9 @@ def create_app(model: SmallGPT, tokenizer: Any, *, model_name: str = "smallgpt",
                         seq.cancel()
                 yield "data: [DONE]\n\n"
 
-            return StreamingResponse(sse(), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache"})
+            return StreamingResponse(
+                sse(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+            )
         try:
             async for _ in stream:
                 pass
@@ -434,15 +485,29 @@ def create_app(model: SmallGPT, tokenizer: Any, *, model_name: str = "smallgpt",
 
     def reject() -> JSONResponse:
         return JSONResponse(
-            error_body("missing or wrong API key: send 'Authorization: Bearer KEY'", None,
-                       code="invalid_api_key"),
+            error_body(
+                "missing or wrong API key: send 'Authorization: Bearer KEY'",
+                None,
+                code="invalid_api_key",
+            ),
             status_code=401,
         )
 
     async def models(request):
-        return JSONResponse({"object": "list", "data": [
-            {"id": model_name, "object": "model", "created": 0, "owned_by": "smallgpt",
-             "max_model_len": service.context}]})
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": [
+                    {
+                        "id": model_name,
+                        "object": "model",
+                        "created": 0,
+                        "owned_by": "smallgpt",
+                        "max_model_len": service.context,
+                    }
+                ],
+            }
+        )
 
     async def health(request):
         return JSONResponse({"status": "ok", **scheduler.load()})
