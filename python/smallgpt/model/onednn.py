@@ -22,6 +22,11 @@ from torch import Tensor, nn
 LinearCall = Callable[[nn.Module, Tensor], Tensor]
 
 
+def _onednn(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """`F.linear(x, weight, bias)` computed by oneDNN (no gradient)."""
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
 def call_layer(layer: nn.Module, x: Tensor) -> Tensor:
     """`layer(x)`: the product decoding uses where oneDNN's does not apply."""
     return layer(x)
@@ -31,7 +36,7 @@ def onednn_linear(layer: nn.Module, x: Tensor) -> Tensor:
     """`layer(x)` through oneDNN's linear for an fp32 `nn.Linear` (autograd off); other layers
     (the int8 ones of an inference model, say) are called as they are."""
     if isinstance(layer, nn.Linear) and layer.weight.dtype == torch.float32:
-        return torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias, "none", [], "")
+        return _onednn(x, layer.weight, layer.bias)
     return layer(x)
 
 
@@ -39,7 +44,7 @@ def onednn_product(x: Tensor, weight: Tensor) -> Tensor:
     """`F.linear(x, weight)` for an fp32 CPU `weight`: through oneDNN's linear where `x` is fp32
     too and autograd is off, else `F.linear` itself."""
     if x.dtype == torch.float32 and not torch.is_grad_enabled():
-        return torch.ops.mkldnn._linear_pointwise(x, weight, None, "none", [], "")
+        return _onednn(x, weight, None)
     return F.linear(x, weight)
 
 
@@ -56,7 +61,7 @@ def onednn_linear_works() -> bool:
     bias = torch.randn(48, generator=generator)
     try:
         with torch.inference_mode():
-            got = torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+            got = _onednn(x, weight, bias)
     except (AttributeError, RuntimeError, NotImplementedError):
         return False
     expected = F.linear(x, weight, bias)
