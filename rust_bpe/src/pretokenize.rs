@@ -805,15 +805,51 @@ mod tests {
         }
     }
 
-    /// GPT-2's pieces from the scanner alone, piece after piece.
-    fn gpt2_scanned(text: &str) -> Vec<&str> {
+    /// The pieces of `text` from a scanner alone (`gpt2_piece_end` or `cl100k_piece_end`),
+    /// piece after piece.
+    fn scanned(text: &str, piece_end: fn(&[u8], usize) -> usize) -> Vec<&str> {
         let (b, mut start, mut out) = (text.as_bytes(), 0, Vec::new());
         while start < b.len() {
-            let end = gpt2_piece_end(b, start);
+            let end = piece_end(b, start);
             out.push(&text[start..end]);
             start = end;
         }
         out
+    }
+
+    /// Asserts that `pattern`'s pieces (through its blocks) equal its scanner's, on `texts`
+    /// shifted by 0 to 3 bytes (so that blocks start at other places) and on the first `lens`
+    /// bytes of `base` repeated, followed by each of `endings`.
+    fn assert_blocks_split_as_scanned(
+        pattern: Pattern,
+        piece_end: fn(&[u8], usize) -> usize,
+        texts: &[&str],
+        base: &str,
+        lens: std::ops::Range<usize>,
+        endings: &[&str],
+    ) {
+        for text in texts {
+            for offset in 0..4 {
+                let Some(text) = text.get(offset..) else {
+                    continue;
+                };
+                assert_eq!(
+                    pieces(pattern, text),
+                    scanned(text, piece_end),
+                    "offset {offset}"
+                );
+            }
+        }
+        for ending in endings {
+            for len in lens.clone() {
+                let text = format!("{}{ending}", &base.repeat(10)[..len]);
+                assert_eq!(
+                    pieces(pattern, &text),
+                    scanned(&text, piece_end),
+                    "{text:?}"
+                );
+            }
+        }
     }
 
     #[test]
@@ -863,20 +899,7 @@ mod tests {
             &SHAKESPEARE[..100_000],
             MIXED,
         ];
-        for text in texts {
-            // Shifted by a few bytes, so that blocks start at other places.
-            for offset in 0..4 {
-                let Some(text) = text.get(offset..) else {
-                    continue;
-                };
-                assert_eq!(
-                    pieces(Pattern::Gpt2, text),
-                    gpt2_scanned(text),
-                    "offset {offset}"
-                );
-            }
-        }
-        for ending in [
+        let endings = [
             "  ",
             "\n\n",
             " x",
@@ -887,27 +910,15 @@ mod tests {
             " —",
             "\u{2028}a",
             "’s",
-        ] {
-            for len in 60..140 {
-                let text = format!("{}{ending}", &"ab cd\t\t  ef 12".repeat(10)[..len]);
-                assert_eq!(
-                    pieces(Pattern::Gpt2, &text),
-                    gpt2_scanned(&text),
-                    "{text:?}"
-                );
-            }
-        }
-    }
-
-    /// cl100k's pieces from the scanner alone, piece after piece.
-    fn cl100k_scanned(text: &str) -> Vec<&str> {
-        let (b, mut start, mut out) = (text.as_bytes(), 0, Vec::new());
-        while start < b.len() {
-            let end = cl100k_piece_end(b, start);
-            out.push(&text[start..end]);
-            start = end;
-        }
-        out
+        ];
+        assert_blocks_split_as_scanned(
+            Pattern::Gpt2,
+            gpt2_piece_end,
+            &texts,
+            "ab cd\t\t  ef 12",
+            60..140,
+            &endings,
+        );
     }
 
     #[test]
@@ -928,33 +939,17 @@ mod tests {
             &SHAKESPEARE[..100_000],
             MIXED,
         ];
-        for text in texts {
-            for offset in 0..4 {
-                let Some(text) = text.get(offset..) else {
-                    continue;
-                };
-                assert_eq!(
-                    pieces(Pattern::Cl100k, text),
-                    cl100k_scanned(text),
-                    "offset {offset}"
-                );
-            }
-        }
-        for ending in [
+        let endings = [
             "  ", "\n\n", " \n ", " x", ".\n", "'s", "123456", "ab\n ", "a\u{a0}", " é", ".é",
-        ] {
-            for len in 50..140 {
-                let text = format!(
-                    "{}{ending}",
-                    &"ab cd\t\t  ef 1234.\n\n(x) ".repeat(10)[..len]
-                );
-                assert_eq!(
-                    pieces(Pattern::Cl100k, &text),
-                    cl100k_scanned(&text),
-                    "{text:?}"
-                );
-            }
-        }
+        ];
+        assert_blocks_split_as_scanned(
+            Pattern::Cl100k,
+            cl100k_piece_end,
+            &texts,
+            "ab cd\t\t  ef 1234.\n\n(x) ",
+            50..140,
+            &endings,
+        );
     }
 
     #[test]
